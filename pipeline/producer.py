@@ -1,0 +1,188 @@
+"""The ticker producer: a random-walk market simulator keyed by symbol, with delivery reports.
+
+`pipeline produce --topics petr4,vale3 --count N [--rate R]` spreads N ticks evenly over the topics (N=0 runs
+until stopped). Every message is acknowledged by all in-sync replicas (idempotent producer); any delivery
+failure is reported and makes the command exit non-zero.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from pipeline.config import KafkaConfig
+from pipeline.errors import StartupError, describe
+from pipeline.logs import get_logger
+
+log = get_logger("pipeline.producer")
+
+# Rough reference prices (BRL) so the simulated series look like the real tickers.
+BASE_PRICES = {
+    "PETR4": 38.0,
+    "VALE3": 62.0,
+    "ITUB4": 33.0,
+    "BBDC4": 15.0,
+    "ABEV3": 12.5,
+    "BBAS3": 28.0,
+    "WEGE3": 52.0,
+    "MGLU3": 9.0,
+}
+
+
+def producer_config(kafka: KafkaConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    conf: dict[str, Any] = {
+        **kafka.common_librdkafka(),
+        "acks": "all",
+        "enable.idempotence": True,
+        "linger.ms": 10,
+        "message.timeout.ms": 60_000,
+    }
+    conf.update(extra or {})
+    conf.update(kafka.producer)
+    return conf
+
+
+def symbol_for_topic(topic: str) -> str:
+    """petr4 -> PETR4, ticks.vale3 -> VALE3."""
+    return topic.rsplit(".", 1)[-1].upper()
+
+
+class RandomWalk:
+    """Geometric random walk with small steps, prices rounded to cents, volumes in round lots of 100."""
+
+    def __init__(self, symbol: str, rng: random.Random, step_volatility: float = 0.0008) -> None:
+        self.symbol = symbol
+        self.rng = rng
+        self.price = BASE_PRICES.get(symbol, rng.uniform(10, 100))
+        self.sigma = step_volatility
+
+    def next(self) -> tuple[float, int]:
+        self.price = max(0.01, self.price * math.exp(self.rng.gauss(0.0, self.sigma)))
+        volume = 100 * max(1, int(self.rng.expovariate(1 / 5)))
+        return round(self.price, 2), volume
+
+
+def format_ts(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+
+
+def encode_tick(symbol: str, price: float, volume: int, ts: str) -> bytes:
+    return orjson.dumps({"symbol": symbol, "price": price, "volume": volume, "ts": ts})
+
+
+@dataclass
+class ProduceReport:
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    first_error: str | None = None
+    # (topic, partition) -> delivered offsets, when requested (tests and benchmarks check against them).
+    offsets: dict[tuple[str, int], list[int]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and self.delivered == self.sent
+
+
+class TickProducer:
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        topics: list[str],
+        *,
+        seed: int | None = None,
+        record_offsets: bool = False,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        if not topics:
+            raise ValueError("at least one topic is needed")
+        self.topics = topics
+        rng = random.Random(seed)
+        self.walks = {topic: RandomWalk(symbol_for_topic(topic), rng) for topic in topics}
+        self.keys = {topic: symbol_for_topic(topic).encode() for topic in topics}
+        self.record_offsets = record_offsets
+        self.report = ProduceReport()
+        self._lock = threading.Lock()
+        try:
+            self.producer = Producer(producer_config(kafka, extra_config))
+        except KafkaException as exc:
+            raise StartupError(f"invalid Kafka producer configuration: {describe(exc)}") from None
+
+    def _delivered(self, err: KafkaError | None, msg: Message) -> None:
+        with self._lock:
+            if err is not None:
+                self.report.failed += 1
+                if self.report.first_error is None:
+                    self.report.first_error = f"{err.name()}: {err.str()}"
+                return
+            self.report.delivered += 1
+            if self.record_offsets:
+                self.report.offsets.setdefault((msg.topic(), msg.partition()), []).append(msg.offset())
+
+    def send_one(self, topic: str, now: datetime | None = None, value: bytes | None = None) -> None:
+        """Send one simulated tick (or an explicit value) to `topic`."""
+        if value is None:
+            walk = self.walks[topic]
+            price, volume = walk.next()
+            value = encode_tick(walk.symbol, price, volume, format_ts(now or datetime.now(UTC)))
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value=value, key=self.keys.get(topic), on_delivery=self._delivered
+                )
+                break
+            except BufferError:  # local queue full: serve delivery reports, then try again
+                self.producer.poll(0.05)
+        self.report.sent += 1
+
+    def run(
+        self,
+        count: int,
+        rate: float | None = None,
+        stop: threading.Event | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> ProduceReport:
+        """Send `count` ticks round-robin over the topics (0 = until `stop` is set), paced at `rate`/s."""
+        started = time.monotonic()
+        stop = stop or threading.Event()
+        i = 0
+        while (count == 0 or i < count) and not stop.is_set():
+            if rate:
+                due = started + i / rate
+                delay = due - time.monotonic()
+                if delay > 0:
+                    self.producer.poll(min(delay, 0.1))
+                    continue
+            now = datetime.now(UTC)
+            chunk = len(self.topics) if count == 0 else min(len(self.topics), count - i)
+            for k in range(chunk):
+                self.send_one(self.topics[(i + k) % len(self.topics)], now)
+            i += chunk
+            if i % 1000 < chunk:
+                self.producer.poll(0)
+                if progress is not None:
+                    progress(i)
+        self.flush()
+        self.report.seconds = time.monotonic() - started
+        if progress is not None:
+            progress(i)
+        return self.report
+
+    def flush(self, timeout_s: float = 60.0) -> None:
+        remaining = self.producer.flush(timeout_s)
+        if remaining:
+            with self._lock:
+                self.report.failed += remaining
+                self.report.first_error = (
+                    self.report.first_error or f"{remaining} message(s) not acknowledged in time"
+                )
