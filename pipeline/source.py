@@ -157,8 +157,13 @@ class KafkaSource:
             self.consumer.resume([TopicPartition(t, p) for t, p in self.paused])
             self.paused.clear()
 
-    def forget(self, tps: list[TP]) -> None:
-        self.paused.difference_update(tps)
+    def release(self, tps: list[TP]) -> None:
+        """Resume partitions we paused before they leave us: librdkafka keeps a partition's pause flag across
+        a rebalance, so a partition revoked while paused would stay paused when it is assigned again."""
+        todo = [tp for tp in tps if tp in self.paused]
+        if todo:
+            self.consumer.resume([TopicPartition(t, p) for t, p in todo])
+            self.paused.difference_update(todo)
 
     def seek(self, tp: TP, offset: int) -> None:
         self.consumer.seek(TopicPartition(tp[0], tp[1], offset))

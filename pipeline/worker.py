@@ -430,7 +430,6 @@ class Worker:
     # ---- rebalance ---------------------------------------------------------------------------------------
     def _on_assign(self, tps: list[TP]) -> None:
         self.tracker.assign(tps)
-        self.source.forget(tps)
         self.metrics.rebalances.labels("assign").inc()
         self.health.assigned = len(self.tracker.assigned)
         self.metrics.assigned.set(self.health.assigned)
@@ -449,7 +448,7 @@ class Worker:
         if not complete:
             self._abandon_in_flight(keep=[tp for tp in self.tracker.assigned if tp not in set(tps)])
         self.tracker.revoke(tps)
-        self.source.forget(tps)
+        self.source.release(tps)
         self.health.assigned = len(self.tracker.assigned)
         self.metrics.assigned.set(self.health.assigned)
         log.info("partitions revoked", partitions=_fmt(tps), flushed=complete)
@@ -458,7 +457,7 @@ class Worker:
         """Partitions were lost (session timeout): someone else may own them already. Commit nothing."""
         self.metrics.rebalances.labels("lost").inc()
         self.tracker.revoke(tps)
-        self.source.forget(tps)
+        self.source.release(tps)
         self._abandon_in_flight(keep=self.tracker.assigned)
         self.health.assigned = len(self.tracker.assigned)
         log.warning("partitions lost; in-flight work for them will not be committed", partitions=_fmt(tps))
