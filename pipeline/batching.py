@@ -35,7 +35,8 @@ class Batch:
         if tp not in self.first_offsets:
             self.first_offsets[tp] = offset
             self.epochs[tp] = epoch
-        self.last_offsets[tp] = offset
+        if offset > self.last_offsets.get(tp, -1):
+            self.last_offsets[tp] = offset
         topic = tp[0]
         self.consumed[topic] = self.consumed.get(topic, 0) + 1
         self.size += 1

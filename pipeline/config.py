@@ -29,7 +29,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from pipeline.filters import FilterSpec
+from pipeline.filters import FILTER_TAGS, FilterSpec
 from pipeline.naming import NameError_, check_collection_name, check_database_name, check_topic_name
 
 ENV_PREFIX = "PIPELINE_"
@@ -450,8 +450,9 @@ def env_var_for(loc: tuple[str | int, ...]) -> str:
 
 def _format_validation_error(exc: ValidationError) -> list[str]:
     lines = []
+    seen = set()
     for error in exc.errors():
-        loc = tuple(part for part in error["loc"] if part != "__root__")
+        loc = tuple(part for part in error["loc"] if part != "__root__" and part not in FILTER_TAGS)
         key = ".".join(str(part) for part in loc) or "(top level)"
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
@@ -461,12 +462,19 @@ def _format_validation_error(exc: ValidationError) -> list[str]:
             if isinstance(shown, str | int | float | bool):
                 message += f" (got {shown!r})"
         hint = f" [file key {key} or env {env_var_for(loc)}]" if loc else ""
-        lines.append(f"config error: {key}: {message}{hint}")
+        line = f"config error: {key}: {message}{hint}"
+        if line not in seen:
+            seen.add(line)
+            lines.append(line)
     return lines
 
 
+_SECRET_WORDS = ("password", "uri", "secret", "token", "credential", "key.pem", "authmechanismproperties")
+
+
 def _looks_secret(key: str) -> bool:
-    return any(word in key for word in ("password", "uri", "secret", "token"))
+    key = key.lower()
+    return any(word in key for word in _SECRET_WORDS)
 
 
 def _unknown_env_sections() -> list[str]:
@@ -545,8 +553,9 @@ def redacted_dump(settings: Settings) -> dict[str, Any]:
 
     data = settings.model_dump(mode="json")
     data["mongo"]["uri"] = redact_uri(settings.mongo.uri.get_secret_value())
-    for section in ("consumer", "producer"):
-        for key in list(data["kafka"][section]):
-            if _looks_secret(key) or "sasl" in key or "key.password" in key:
-                data["kafka"][section][key] = "***"
+    passthrough = [data["kafka"]["consumer"], data["kafka"]["producer"], data["mongo"]["options"]]
+    for options in passthrough:
+        for key in list(options):
+            if _looks_secret(key) or "sasl" in key.lower():
+                options[key] = "***"
     return data

@@ -27,6 +27,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Keep dead-letter documents well under MongoDB's 16 MB limit; bigger values are kept in the Kafka DLQ whole
 # and in MongoDB truncated, with their length and SHA-256.
 MAX_STORED_VALUE_BYTES = 8 * 1024 * 1024
+# Readable copies (value_text, or value_base64 for non-UTF-8 bytes) only for values up to this size, so that
+# a document never holds two copies of a big value.
+MAX_READABLE_COPY_BYTES = 64 * 1024
 HEADER_PREFIX = "tickpipe.error."
 
 
@@ -65,10 +68,11 @@ class DeadLetter:
                 doc["value_sha256"] = hashlib.sha256(value).hexdigest()
                 value = value[:MAX_STORED_VALUE_BYTES]
             doc["value"] = Binary(value)  # the exact original bytes
-            try:
-                doc["value_text"] = value.decode()
-            except UnicodeDecodeError:
-                doc["value_base64"] = base64.b64encode(value).decode()
+            if len(value) <= MAX_READABLE_COPY_BYTES:
+                try:
+                    doc["value_text"] = value.decode()
+                except UnicodeDecodeError:
+                    doc["value_base64"] = base64.b64encode(value).decode()
         return doc
 
     def headers(self) -> list[tuple[str, bytes]]:

@@ -17,9 +17,9 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 _MISSING = object()
@@ -73,7 +73,32 @@ class NotOf(_Node):
     not_: FilterSpec = Field(alias="not")
 
 
-FilterSpec = Condition | AllOf | AnyOf | NotOf
+def _filter_kind(value: Any) -> str | None:
+    """Pick the one shape a filter node has, so that errors are reported for that shape only."""
+    if isinstance(value, dict):
+        for key, tag in (("all", "AllOf"), ("any", "AnyOf"), ("not", "NotOf")):
+            if key in value:
+                return tag
+        return "Condition"
+    if isinstance(value, _Node):
+        return type(value).__name__
+    return None
+
+
+# Tags that appear in validation error paths but are not keys of the config file (config.py drops them).
+FILTER_TAGS = frozenset({"Condition", "AllOf", "AnyOf", "NotOf"})
+
+FilterSpec = Annotated[
+    Annotated[Condition, Tag("Condition")]
+    | Annotated[AllOf, Tag("AllOf")]
+    | Annotated[AnyOf, Tag("AnyOf")]
+    | Annotated[NotOf, Tag("NotOf")],
+    Discriminator(
+        _filter_kind,
+        custom_error_type="filter_shape",
+        custom_error_message="a filter is {field, op, value} or {all: [...]}, {any: [...]}, {not: ...}",
+    ),
+]
 
 for _model in (AllOf, AnyOf, NotOf):
     _model.model_rebuild()
@@ -94,6 +119,11 @@ def _getter(path: str) -> Callable[[Mapping[str, Any]], Any]:
         return value
 
     return get
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality as MongoDB sees it: a boolean never equals a number (unlike Python's True == 1)."""
+    return isinstance(a, bool) is isinstance(b, bool) and a == b
 
 
 def _comparable(a: Any, b: Any) -> bool:
@@ -124,13 +154,13 @@ def _compile_condition(cond: Condition) -> Predicate:
     if op == "exists":
         return lambda doc: (get(doc) is not _MISSING) is want
     if op == "eq":
-        return lambda doc: get(doc) == want
+        return lambda doc: _same(get(doc), want)
     if op == "ne":
-        return lambda doc: (v := get(doc)) is not _MISSING and v != want
+        return lambda doc: (v := get(doc)) is not _MISSING and not _same(v, want)
     if op == "in":
-        return lambda doc: get(doc) in want
+        return lambda doc: any(_same(get(doc), w) for w in want)
     if op == "not_in":
-        return lambda doc: (v := get(doc)) is not _MISSING and v not in want
+        return lambda doc: (v := get(doc)) is not _MISSING and not any(_same(v, w) for w in want)
     if op == "matches":
         pattern = re.compile(want)
         return lambda doc: isinstance(v := get(doc), str) and pattern.search(v) is not None
