@@ -103,6 +103,7 @@ class TickProducer:
         seed: int | None = None,
         record_offsets: bool = False,
         extra_config: dict[str, Any] | None = None,
+        spread: bool = False,
     ) -> None:
         if not topics:
             raise ValueError("at least one topic is needed")
@@ -117,6 +118,23 @@ class TickProducer:
             self.producer = Producer(producer_config(kafka, extra_config))
         except KafkaException as exc:
             raise StartupError(f"invalid Kafka producer configuration: {describe(exc)}") from None
+        # Keyed by symbol, every tick of a one-symbol topic lands in one partition (per-symbol order, the
+        # realistic default). `spread` assigns partitions round-robin instead (the key stays the symbol).
+        self.partitions: dict[str, int] = self._partition_counts() if spread else {}
+        self._next_partition: dict[str, int] = dict.fromkeys(self.partitions, 0)
+
+    def _partition_counts(self) -> dict[str, int]:
+        counts = {}
+        for topic in self.topics:
+            try:
+                meta = self.producer.list_topics(topic, timeout=10)
+            except KafkaException as exc:
+                raise StartupError(f"cannot read metadata of topic {topic!r}: {describe(exc)}") from None
+            partitions = meta.topics[topic].partitions
+            if not partitions:
+                raise StartupError(f"topic {topic!r} has no partitions (does it exist?)")
+            counts[topic] = len(partitions)
+        return counts
 
     def _delivered(self, err: KafkaError | None, msg: Message) -> None:
         with self._lock:
@@ -135,10 +153,15 @@ class TickProducer:
             walk = self.walks[topic]
             price, volume = walk.next()
             value = encode_tick(walk.symbol, price, volume, format_ts(now or datetime.now(UTC)))
+        extra: dict[str, int] = {}
+        if self.partitions:
+            n = self._next_partition[topic]
+            self._next_partition[topic] = n + 1
+            extra["partition"] = n % self.partitions[topic]
         while True:
             try:
                 self.producer.produce(
-                    topic, value=value, key=self.keys.get(topic), on_delivery=self._delivered
+                    topic, value=value, key=self.keys.get(topic), on_delivery=self._delivered, **extra
                 )
                 break
             except BufferError:  # local queue full: serve delivery reports, then try again

@@ -37,6 +37,8 @@ from pipeline.metrics import Health, Metrics
 from pipeline.sink import MongoSink
 
 log = get_logger("pipeline.writer")
+# Dead letters are logged one line each, up to this many per batch (a flood of bad input must not flood logs).
+LOGGED_LETTERS_PER_BATCH = 10
 T = TypeVar("T")
 
 
@@ -245,6 +247,20 @@ class BatchWriter:
             self._retry(generation, "writing dead letters", batch, lambda: self.dead_letters.write(letters))
             for letter in letters:
                 _count(completion.dead_lettered, (letter.topic, letter.kind))
+            for letter in letters[:LOGGED_LETTERS_PER_BATCH]:
+                log.warning(
+                    "message dead-lettered",
+                    topic=letter.topic,
+                    partition=letter.partition,
+                    offset=letter.offset,
+                    kind=letter.kind,
+                    reason=letter.message,
+                    stage=letter.stage,
+                )
+            if len(letters) > LOGGED_LETTERS_PER_BATCH:
+                log.warning(
+                    "more messages dead-lettered in this batch", count=len(letters) - LOGGED_LETTERS_PER_BATCH
+                )
         return completion
 
 

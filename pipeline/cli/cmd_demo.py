@@ -74,7 +74,7 @@ def demo(args: argparse.Namespace) -> int:
         console.print(
             f"topics: {', '.join(f'{t} ({s}, {args.partitions} partitions)' for t, s in created.items())}"
         )
-        producer = TickProducer(settings.kafka, args.topics, record_offsets=True)
+        producer = TickProducer(settings.kafka, args.topics, record_offsets=True, spread=True)
         report = producer.run(args.count)
         if not report.ok:
             return fail(f"producing failed: {report.first_error}")

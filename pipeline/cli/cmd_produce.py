@@ -41,6 +41,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--rate", type=positive_float, default=None, help="ticks per second (default: as fast as possible)"
     )
     parser.add_argument("--seed", type=int, default=None, help="random seed for reproducible series")
+    parser.add_argument(
+        "--spread",
+        action="store_true",
+        help="spread ticks round-robin over each topic's partitions (default: partition by the symbol key)",
+    )
     parser.set_defaults(func=produce)
 
 
@@ -51,7 +56,7 @@ def produce(args: argparse.Namespace) -> int:
         except NameError_ as exc:
             return fail(str(exc), 2)
     settings = settings_from(args)
-    producer = TickProducer(settings.kafka, args.topics, seed=args.seed)
+    producer = TickProducer(settings.kafka, args.topics, seed=args.seed, spread=args.spread)
     stop = threading.Event()
 
     def handle(_signum: int, _frame: FrameType | None) -> None:
