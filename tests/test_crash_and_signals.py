@@ -1,0 +1,210 @@
+"""The worker as a real process: kill -9 at random moments, SIGTERM mid-stream, start-up failures."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pipeline.embedded import free_port
+from tests.harness import (
+    REPO,
+    CommitMonitor,
+    ProcessWorker,
+    Scenario,
+    end_offsets,
+    produced_ids,
+    stored_ids,
+    wait_for,
+)
+
+pytestmark = pytest.mark.servers
+
+
+def _stored_count(sc: Scenario) -> int:
+    with sc.mongo() as client:
+        db = client[sc.database]
+        return sum(db[t].estimated_document_count() for t in sc.topics)
+
+
+def _assert_clean_log(text: str) -> None:
+    assert "Traceback" not in text, text[-3000:]
+
+
+def test_kill_9_at_random_moments_loses_nothing_and_never_commits_ahead_of_the_data(
+    make_scenario: Callable[..., Scenario], tmp_path: Path
+) -> None:
+    total, kills_wanted = 20_000, 5
+    sc = make_scenario(("petr4", "vale3"), partitions=3)
+    sc.add_verification_index(sc.topics)
+    report = sc.produce(total)
+    ends = end_offsets(report)
+    monitor = CommitMonitor(sc, {t: t for t in sc.topics}, report.offsets).start()
+    rng = random.Random(20261125)
+    log = tmp_path / "worker.log"
+    kills: list[int] = []
+    try:
+        while len(kills) < kills_wanted:
+            before = _stored_count(sc)
+            worker = ProcessWorker(sc.env(), log).start()
+            try:
+                # Let it make progress, then kill it at a random moment of its ingestion.
+                wait_for(lambda b=before: _stored_count(sc) > b, timeout=60, interval=0.05, what="progress")
+                time.sleep(rng.uniform(0.0, 1.2))
+                at = _stored_count(sc)
+                assert at < total, (
+                    f"ingestion finished before kill #{len(kills) + 1}; the test needs more data"
+                )
+                worker.kill9()
+                kills.append(at)
+            finally:
+                worker.stop()
+        final = ProcessWorker(sc.env(), log).start()
+        try:
+            wait_for(
+                lambda: sc.committed(list(ends)) == ends, timeout=240, interval=0.5, what="all committed"
+            )
+            final.terminate(signal.SIGTERM)
+            assert final.wait(30) == 0
+        finally:
+            final.stop()
+    finally:
+        monitor.stop()
+    assert len(kills) == kills_wanted and kills == sorted(kills)
+    assert not monitor.violations, monitor.violations
+    assert monitor.ranges_checked >= 10, "the monitor barely observed any commit"
+    with sc.mongo() as client:
+        ids = stored_ids(client[sc.database], sc.topics)
+    counts = Counter(ids)
+    assert len(ids) == total, f"{len(ids)} documents for {total} messages"
+    assert max(counts.values()) == 1, "duplicate documents"
+    assert set(ids) == produced_ids(report), "missing or foreign documents"
+    assert sc.committed(list(ends)) == ends
+    _assert_clean_log(log.read_text())
+
+
+def test_sigterm_mid_stream_flushes_commits_and_exits_0(
+    make_scenario: Callable[..., Scenario], tmp_path: Path
+) -> None:
+    sc = make_scenario(("petr4", "vale3"), partitions=3)
+    report = sc.produce(20_000)
+    ends = end_offsets(report)
+    worker = ProcessWorker(sc.env(), tmp_path / "worker.log").start()
+    try:
+        wait_for(lambda: _stored_count(sc) > 2_000, timeout=60, interval=0.05, what="progress")
+        started = time.monotonic()
+        worker.terminate(signal.SIGTERM)
+        code = worker.wait(20)
+        stop_seconds = time.monotonic() - started
+    finally:
+        worker.stop()
+    assert code == 0
+    assert stop_seconds < 10
+    committed = sc.committed(list(ends))
+    assert sum(committed.values()) < 20_000, "stopped after the end of the stream: not a mid-stream stop"
+    with sc.mongo() as client:
+        ids = stored_ids(client[sc.database], sc.topics)
+    # Flush-then-commit: what is stored is exactly what is committed, partition by partition.
+    for tp in ends:
+        stored = sorted(o for t, p, o in ids if (t, p) == tp)
+        expected = sorted(o for o in report.offsets[tp] if o < max(committed[tp], 0))
+        assert stored == expected, f"{tp}: stored offsets differ from the committed range"
+    text = worker.log_text()
+    assert "stopping: flushing and committing" in text
+    _assert_clean_log(text)
+
+
+def _run_cli(args: list[str], env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _base_env() -> dict[str, str]:
+    import os
+
+    return {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+
+
+def test_unreachable_mongodb_at_start_is_one_clear_line_and_exit_1(
+    make_scenario: Callable[..., Scenario],
+) -> None:
+    sc = make_scenario(("petr4",), create=False)
+    env = {
+        **_base_env(),
+        **sc.env(
+            PIPELINE_MONGO__URI=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+            PIPELINE_WORKER__STARTUP_TIMEOUT_S="3",
+            PIPELINE_MONGO__SERVER_SELECTION_TIMEOUT_MS="3000",
+        ),
+    }
+    started = time.monotonic()
+    result = _run_cli(["run"], env)
+    assert result.returncode == 1
+    assert time.monotonic() - started < 20
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot reach MongoDB" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_unreachable_kafka_at_start_is_one_clear_line_and_exit_1(
+    make_scenario: Callable[..., Scenario],
+) -> None:
+    sc = make_scenario(("petr4",), create=False)
+    env = {
+        **_base_env(),
+        **sc.env(
+            PIPELINE_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
+            PIPELINE_WORKER__STARTUP_TIMEOUT_S="3",
+        ),
+    }
+    started = time.monotonic()
+    result = _run_cli(["run"], env)
+    assert result.returncode == 1
+    assert time.monotonic() - started < 20
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot reach Kafka" in errors[0], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "kafka:\n  bootstrap_servers: 127.0.0.1:9092\n  topics: [petr4]\nbatch:\n  max_mesages: 10\n"
+    )
+    result = _run_cli(["run", "--config", str(config)], {**_base_env(), "PIPELINE_BATCH__MAX_WAIT_MS": "-5"})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert any("batch.max_mesages: unknown key" in line for line in lines), lines
+    assert any("batch.max_wait_ms" in line and "PIPELINE_BATCH__MAX_WAIT_MS" in line for line in lines), lines
+    assert "Traceback" not in result.stderr
+
+
+def test_produce_command_reports_deliveries_and_fails_loudly_without_a_broker(
+    make_scenario: Callable[..., Scenario],
+) -> None:
+    sc = make_scenario(("petr4", "vale3"), partitions=3)
+    env = {**_base_env(), **sc.env()}
+    ok = _run_cli(["produce", "--topics", ",".join(sc.topics), "--count", "500", "--spread"], env)
+    assert ok.returncode == 0, ok.stderr
+    assert "produced 500/500 ticks" in ok.stdout
+    bad_env = {
+        **env,
+        "PIPELINE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}",
+        "PIPELINE_KAFKA__PRODUCER": '{"message.timeout.ms": 2000}',
+    }
+    bad = _run_cli(["produce", "--topics", "petr4", "--count", "5"], bad_env)
+    assert bad.returncode == 1
+    assert "5 failed" in bad.stderr and "Traceback" not in bad.stderr

@@ -1,0 +1,48 @@
+"""README's promise: two set-up commands (demo and tests), and CI runs exactly the README's test command."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.harness import REPO
+
+
+def _readme_commands() -> list[str]:
+    text = (REPO / "README.md").read_text()
+    block = re.search(r"```(?:bash|sh)\n(.*?)```", text, re.S)
+    assert block, "README has no shell block"
+    return [line.strip() for line in block.group(1).splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_readme_quickstart_is_the_demo_and_the_test_command_and_ci_runs_the_same() -> None:
+    commands = _readme_commands()
+    assert commands == ["./scripts/demo", "./scripts/test"], commands
+    ci = (REPO / ".ci" / "run").read_text()
+    assert re.search(r"^exec \./scripts/test$", ci, re.M), "CI must run the README's test command"
+    for script in ("scripts/demo", "scripts/test", ".ci/run"):
+        assert os.access(REPO / script, os.X_OK), f"{script} is not executable"
+
+
+@pytest.mark.servers
+def test_pipeline_demo_runs_end_to_end_on_embedded_servers() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", "demo", "--count", "1200"],
+        cwd=REPO,
+        env={**env, "COLUMNS": "140"},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert "stored and committed 1200 ticks" in out
+    for symbol in ("PETR4", "VALE3"):
+        row = next(line for line in out.splitlines() if symbol in line)
+        assert "600" in row, row
+    assert "Traceback" not in result.stderr
