@@ -75,7 +75,7 @@ class DeadLetter:
                     doc["value_base64"] = base64.b64encode(value).decode()
         return doc
 
-    def headers(self) -> list[tuple[str, bytes]]:
+    def headers(self) -> list[tuple[str, str | bytes | None]]:
         return [
             (HEADER_PREFIX + "topic", self.topic.encode()),
             (HEADER_PREFIX + "partition", str(self.partition).encode()),

@@ -24,6 +24,7 @@ from pipeline.errors import StartupError, describe
 from pipeline.logs import get_logger
 
 log = get_logger("pipeline.producer")
+UNASSIGNED_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner decides
 
 # Rough reference prices (BRL) so the simulated series look like the real tickers.
 BASE_PRICES = {
@@ -144,8 +145,9 @@ class TickProducer:
                     self.report.first_error = f"{err.name()}: {err.str()}"
                 return
             self.report.delivered += 1
-            if self.record_offsets:
-                self.report.offsets.setdefault((msg.topic(), msg.partition()), []).append(msg.offset())
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if self.record_offsets and topic is not None and partition is not None and offset is not None:
+                self.report.offsets.setdefault((topic, partition), []).append(offset)
 
     def send_one(self, topic: str, now: datetime | None = None, value: bytes | None = None) -> None:
         """Send one simulated tick (or an explicit value) to `topic`."""
@@ -153,15 +155,19 @@ class TickProducer:
             walk = self.walks[topic]
             price, volume = walk.next()
             value = encode_tick(walk.symbol, price, volume, format_ts(now or datetime.now(UTC)))
-        extra: dict[str, int] = {}
+        partition = UNASSIGNED_PARTITION  # let the partitioner choose (by key)
         if self.partitions:
             n = self._next_partition[topic]
             self._next_partition[topic] = n + 1
-            extra["partition"] = n % self.partitions[topic]
+            partition = n % self.partitions[topic]
         while True:
             try:
                 self.producer.produce(
-                    topic, value=value, key=self.keys.get(topic), on_delivery=self._delivered, **extra
+                    topic,
+                    value=value,
+                    key=self.keys.get(topic),
+                    partition=partition,
+                    on_delivery=self._delivered,
                 )
                 break
             except BufferError:  # local queue full: serve delivery reports, then try again
