@@ -30,7 +30,13 @@ from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource
 from pydantic_settings.exceptions import SettingsError
 
 from pipeline.filters import FILTER_TAGS, FilterSpec
-from pipeline.naming import NameError_, check_collection_name, check_database_name, check_topic_name
+from pipeline.naming import (
+    CollectionRouter,
+    NameError_,
+    check_collection_name,
+    check_database_name,
+    check_topic_name,
+)
 
 ENV_PREFIX = "PIPELINE_"
 CONFIG_PATH_ENV = "PIPELINE_CONFIG"
@@ -413,6 +419,18 @@ class Settings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return topics
 
+    @model_validator(mode="after")
+    def _check_collections(self) -> Settings:
+        """Every configured (non-pattern) topic must map to a valid collection name."""
+        router = CollectionRouter(self.mongo.database, self.mongo.collection_template, self.mongo.collections)
+        for topic in self.kafka.topics:
+            if not topic.startswith("^"):
+                try:
+                    router.collection_for(topic)
+                except NameError_ as exc:
+                    raise ValueError(f"kafka.topics: topic {topic!r} cannot be stored: {exc}") from None
+        return self
+
     def topic_options(self, topic: str) -> TopicOptions:
         return self.topics.get(topic) or _DEFAULT_TOPIC_OPTIONS
 
@@ -453,7 +471,7 @@ def _format_validation_error(exc: ValidationError) -> list[str]:
     seen = set()
     for error in exc.errors():
         loc = tuple(part for part in error["loc"] if part != "__root__" and part not in FILTER_TAGS)
-        key = ".".join(str(part) for part in loc) or "(top level)"
+        key = ".".join(str(part) for part in loc)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key"
@@ -462,7 +480,7 @@ def _format_validation_error(exc: ValidationError) -> list[str]:
             if isinstance(shown, str | int | float | bool):
                 message += f" (got {shown!r})"
         hint = f" [file key {key} or env {env_var_for(loc)}]" if loc else ""
-        line = f"config error: {key}: {message}{hint}"
+        line = f"config error: {key}: {message}{hint}" if key else f"config error: {message}"
         if line not in seen:
             seen.add(line)
             lines.append(line)

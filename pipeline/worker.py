@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -158,7 +158,9 @@ class Worker:
         if self.settings.mongo.create_indexes:
             for topic in self.settings.kafka.topics:
                 if not topic.startswith("^"):
-                    self.writer.sink.ensure_indexes(self._route(topic).collection)
+                    collection = self._route(topic).collection
+                    if collection:
+                        self.sink.ensure_indexes(collection)
         if self._serve_metrics:
             m = self.settings.metrics
             try:
@@ -223,9 +225,10 @@ class Worker:
             if error is not None:
                 self._consume_error(error)
                 continue
-            topic: str = message.topic()
-            partition: int = message.partition()
-            offset: int = message.offset()
+            # Never None for a message without error (the stubs type them as optional).
+            topic = cast(str, message.topic())
+            partition = cast(int, message.partition())
+            offset = cast(int, message.offset())
             tp = (topic, partition)
             epoch = tracker_epoch(tp)
             if epoch is None:  # not ours (any more): never store or commit it
@@ -247,28 +250,31 @@ class Worker:
                 if self.tolerance == "none":
                     self._poison(tp, offset, exc)
                     return
-                batch.add_dead_letter(self._letter(message, exc), tp, offset, epoch)
+                batch.add_dead_letter(self._letter(message, tp, offset, exc), tp, offset, epoch)
                 continue
             batch.add_document(route.collection, document, value, tp, offset, epoch)
         self.totals.consumed += len(messages)
 
     def _route(self, topic: str) -> Route:
         options = self.settings.topic_options(topic)
+        decode: Decoder = decode_raw if options.format == "raw" else self.tick_decoder
         try:
             collection = self.router.collection_for(topic)
         except NameError_ as exc:
-            raise FatalError(f"topic {topic!r} maps to an invalid collection name: {exc}") from None
-        decode: Decoder = decode_raw if options.format == "raw" else self.tick_decoder
+            # E.g. a regex subscription matched a topic named "system.x": its messages cannot be stored under
+            # that name. They are dead-lettered (or stop the worker, tolerance=none), not lost.
+            log.error("topic maps to an invalid collection name", topic=topic, error=str(exc))
+            collection, decode = "", _rejecting(f"topic {topic!r} maps to an invalid collection name: {exc}")
         keep = compile_filter(options.filter) if options.filter is not None else None
         route = self._routes[topic] = Route(collection, decode, keep)
         return route
 
-    def _letter(self, message: Message, exc: DataError) -> DeadLetter:
+    def _letter(self, message: Message, tp: TP, offset: int, exc: DataError) -> DeadLetter:
         ts_type, ts_ms = message.timestamp()
         return DeadLetter(
-            topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
+            topic=tp[0],
+            partition=tp[1],
+            offset=offset,
             key=message.key(),
             value=message.value(),
             timestamp_ms=ts_ms if ts_type else None,
@@ -572,6 +578,13 @@ class Worker:
 
     def stats(self) -> dict[str, Any]:
         return {**self.totals.__dict__, "assigned": self.tracker.assigned}
+
+
+def _rejecting(reason: str) -> Decoder:
+    def decode(value: bytes | None) -> dict[str, Any]:
+        raise DataError("invalid_collection_name", reason)
+
+    return decode
 
 
 def _fmt(tps: list[TP]) -> str:
