@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from pymongo import ASCENDING, MongoClient
+from pymongo.errors import ConnectionFailure as PyMongoConnectionFailure
 
 from pipeline.admin import create_topics
 from pipeline.config import KafkaConfig, Settings
@@ -300,7 +301,10 @@ class CommitMonitor:
         self.checked: dict[TP, int] = {tp: 0 for tp in produced}
         self.violations: list[str] = []
         self.cycles = 0
+        self.skipped_cycles = 0
         self.ranges_checked = 0
+        # (time, committed offsets) of every cycle, for tests that check when commits happened.
+        self.history: list[tuple[float, dict[TP, int]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="commit-monitor", daemon=True)
         self._consumer = Consumer(
@@ -310,7 +314,10 @@ class CommitMonitor:
                 "enable.auto.commit": False,
             }
         )
-        self._client = scenario.mongo()
+        # Short server selection: during a MongoDB outage a cycle fails fast and is retried.
+        self._client: MongoClient[dict[str, Any]] = MongoClient(
+            scenario.servers.mongo_uri, serverSelectionTimeoutMS=2000
+        )
 
     def start(self) -> CommitMonitor:
         self._thread.start()
@@ -327,7 +334,11 @@ class CommitMonitor:
         while not self._stop.is_set():
             try:
                 self.check_once()
-            except Exception as exc:  # a monitor error must fail the test, not vanish
+            except (PyMongoConnectionFailure, KafkaException):
+                # A server is down (fault tests): skip this cycle. Nothing is marked checked, so the next
+                # cycle re-checks every range committed meanwhile.
+                self.skipped_cycles += 1
+            except Exception as exc:  # any other monitor error must fail the test, not vanish
                 self.violations.append(f"monitor error: {exc!r}")
                 return
             self._stop.wait(0.05)
@@ -335,6 +346,7 @@ class CommitMonitor:
     def check_once(self) -> None:
         tps = list(self.produced)
         parts = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
+        self.history.append((time.monotonic(), {(p.topic, p.partition): p.offset for p in parts}))
         db = self._client[self.scenario.database]
         for part in parts:
             tp = (part.topic, part.partition)
