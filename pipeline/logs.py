@@ -7,7 +7,9 @@ JSON keys (or `key=value` in text mode). Nothing here ever formats a secret: cal
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import threading
 import time
 from typing import Any
 
@@ -81,11 +83,51 @@ def _text(value: Any) -> str:
     return f'"{text}"' if " " in text else text
 
 
+class RepeatFilter(logging.Filter):
+    """Lets the first of a run of identical warnings/errors through, then at most one per `window_s`, with
+    `repeated=N` counting what was held back. During an outage librdkafka reports every reconnect attempt
+    (many per second); an operator needs one line per problem, not thousands."""
+
+    _DIGITS = re.compile(r"\d+")
+    # Fields that change on every repetition of the same problem (they don't make it a different problem).
+    VOLATILE = frozenset({"attempt", "retry_in_s", "batch", "holding_messages", "repeated"})
+
+    def __init__(self, prefixes: tuple[str, ...], window_s: float = 10.0) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.window_s = window_s
+        self._seen: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not record.name.startswith(self.prefixes):
+            return True
+        fields = getattr(record, _FIELDS, {})
+        # Numbers inside the message or error text vary between repetitions ("after 3ms"); other fields
+        # (an offset, a topic) make a record a different event.
+        text = self._DIGITS.sub("#", f"{record.getMessage()}|{fields.get('error', '')}")
+        stable = sorted((k, str(v)) for k, v in fields.items() if k not in self.VOLATILE and k != "error")
+        key = f"{record.name}|{text}|{stable}"
+        now = time.monotonic()
+        with self._lock:
+            last, held = self._seen.get(key, (0.0, 0))
+            if now - last < self.window_s:
+                self._seen[key] = (last, held + 1)
+                return False
+            self._seen[key] = (now, 0)
+            if len(self._seen) > 1000:  # bounded memory whatever the variety of messages
+                self._seen = {k: v for k, v in self._seen.items() if now - v[0] < self.window_s}
+        if held:
+            setattr(record, _FIELDS, {**fields, "repeated": held})
+        return True
+
+
 def setup_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None) -> None:
     stream = stream or sys.stderr
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
+    handler.addFilter(RepeatFilter(prefixes=("kafka", "pipeline.source", "pipeline.writer", "pymongo")))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -332,3 +332,29 @@ def test_health_objects_without_server() -> None:
     ready, detail = health.readiness()
     assert not ready
     assert detail == {"kafka": False, "mongo": False, "assigned_partitions": 0}
+
+
+def test_repeated_client_errors_are_rate_limited_but_distinct_ones_are_not() -> None:
+    import io
+
+    from pipeline.logs import RepeatFilter, get_logger, setup_logging
+
+    stream = io.StringIO()
+    setup_logging("INFO", "json", stream)
+    flaky = get_logger("pipeline.source")
+    for attempt in range(50):
+        flaky.warning("Kafka client error", error=f"Connect failed (after {attempt}ms in state CONNECT)")
+    writer = get_logger("pipeline.writer")
+    for offset in range(5):
+        writer.warning("message dead-lettered", topic="petr4", offset=offset)
+    get_logger("pipeline.worker").warning("not rate limited")
+    get_logger("pipeline.worker").warning("not rate limited")
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert sum(1 for line in lines if line["msg"] == "Kafka client error") == 1
+    assert [line["offset"] for line in lines if line["msg"] == "message dead-lettered"] == [0, 1, 2, 3, 4]
+    assert sum(1 for line in lines if line["msg"] == "not rate limited") == 2
+
+    # After the window, the next occurrence gets through and says how many were held back.
+    limiter = RepeatFilter(prefixes=("kafka",), window_s=0.0)
+    record = logging.LogRecord("kafka", logging.ERROR, __file__, 1, "FAIL broker down", None, None)
+    assert limiter.filter(record) and limiter.filter(record)
