@@ -7,6 +7,7 @@ destination. Everything else is fatal: the worker stops without committing past 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,9 +17,12 @@ from pymongo.errors import (
     ExecutionTimeout,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
     WriteConcernError,
     WTimeoutError,
 )
+
+_TOPOLOGY_NOISE = re.compile(r" \(configured timeouts:[^)]*\)")
 
 
 class PipelineError(Exception):
@@ -135,6 +139,9 @@ def describe(exc: BaseException) -> str:
     if error is not None:
         return f"{error.name()}: {error.str()}"
     text = str(exc).splitlines()[0] if str(exc) else ""
+    if isinstance(exc, ServerSelectionTimeoutError):
+        # Keep the cause, drop pymongo's timeout settings and topology dump.
+        text = _TOPOLOGY_NOISE.sub("", text.split(", Timeout:")[0])
     if isinstance(exc, OperationFailure):
         details: Mapping[str, Any] = exc.details or {}
         text = str(details.get("errmsg") or text)

@@ -15,7 +15,7 @@ from bson.errors import InvalidDocument
 from pymongo import ASCENDING, MongoClient, WriteConcern
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DocumentTooLarge, OperationFailure, WriteError
+from pymongo.errors import BulkWriteError, DocumentTooLarge, OperationFailure, PyMongoError, WriteError
 
 from pipeline.config import MongoConfig
 from pipeline.errors import DUPLICATE_KEY, TRANSIENT_MONGO_CODES, StartupError, TransientError, describe
@@ -93,6 +93,22 @@ class MongoSink:
             return
         self.collection(name).create_index(TICK_INDEX, name="symbol_1_ts_1")
         self._indexed.add(name)
+
+    def prepare(self, collections: list[str]) -> None:
+        """Start-up: create the indexes of the known collections, or raise StartupError with one clear line
+        (e.g. the credentials are valid but not allowed to write to this database)."""
+        for name in collections:
+            try:
+                self.ensure_indexes(name)
+            except OperationFailure as exc:
+                reason = self.redact(describe(exc))
+                raise StartupError(
+                    f"MongoDB at {self.where} refused to prepare {self.db.name}.{name}: {reason}"
+                ) from None
+            except PyMongoError as exc:
+                raise StartupError(
+                    f"cannot reach MongoDB at {self.where}: {self.redact(describe(exc))}"
+                ) from None
 
     def insert(self, name: str, documents: list[dict[str, Any]]) -> InsertOutcome:
         """One unordered bulk insert. Raises on whole-request failures (classified by the caller)."""

@@ -155,12 +155,9 @@ class Worker:
             )
         self.source.check_connection(timeout)
         self.health.kafka_ok = True
-        if self.settings.mongo.create_indexes:
-            for topic in self.settings.kafka.topics:
-                if not topic.startswith("^"):
-                    collection = self._route(topic).collection
-                    if collection:
-                        self.sink.ensure_indexes(collection)
+        # Creating the indexes now also proves we may write there (authorization), before consuming anything.
+        fixed = [t for t in self.settings.kafka.topics if not t.startswith("^")]
+        self.sink.prepare([c for c in (self._route(t).collection for t in fixed) if c])
         if self._serve_metrics:
             m = self.settings.metrics
             try:
