@@ -117,24 +117,25 @@ class ServerProcess:
 
 
 class EmbeddedKafka:
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, advertised_port: int | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
+        # Clients connect to the advertised address (a proxy in front of the broker, in fault tests).
+        self.advertised_port = advertised_port or self.port
         self.server: ServerProcess | None = None
 
     @property
     def bootstrap(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"127.0.0.1:{self.advertised_port}"
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedKafka:
-        url = f"tcp://127.0.0.1:{self.port}"
         command = [
             str(tansu_binary()),
             "broker",
             "--listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.port}",
             "--advertised-listener-url",
-            url,
+            f"tcp://127.0.0.1:{self.advertised_port}",
             "--storage-engine",
             "memory://tansu/",
         ]
@@ -149,7 +150,7 @@ class EmbeddedKafka:
     def _wait_metadata(self, timeout_s: float) -> None:
         from confluent_kafka.admin import AdminClient
 
-        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{self.port}"})
         deadline = time.monotonic() + timeout_s
         while True:
             try:

@@ -64,6 +64,8 @@ class Scenario:
     database: str
     partitions: int = 3
     extra_env: dict[str, str] = field(default_factory=dict)
+    # End offsets (next offset) of everything produced so far, from delivery reports.
+    ends: dict[TP, int] = field(default_factory=dict)
 
     @property
     def kafka(self) -> KafkaConfig:
@@ -114,6 +116,8 @@ class Scenario:
         )
         report = producer.run(count)
         assert report.ok, f"producing failed: {report.first_error}"
+        for tp, offsets in report.offsets.items():
+            self.ends[tp] = max(self.ends.get(tp, 0), max(offsets) + 1)
         return report
 
     def produce_values(self, topic: str, values: list[bytes | None], partition: int = 0) -> list[int]:
@@ -366,3 +370,146 @@ class CommitMonitor:
                 )
             self.checked[tp] = committed
         self.cycles += 1
+
+
+# ---- fault drivers ---------------------------------------------------------------------------------------
+
+
+def assert_exactly_once(sc: Scenario, report: ProduceReport | None = None) -> None:
+    """Every produced message stored exactly once (no duplicate, missing or foreign document), and every
+    partition committed to its end."""
+    from collections import Counter
+
+    with MongoClient(sc.servers.mongo_uri, serverSelectionTimeoutMS=20_000) as client:
+        ids = stored_ids(client[sc.database], sc.topics)
+    expected = {(t, p, o) for (t, p), end in sc.ends.items() for o in range(end)}
+    if report is not None:
+        expected = produced_ids(report)
+    counts = Counter(ids)
+    duplicates = [i for i, n in counts.items() if n > 1]
+    assert not duplicates, f"{len(duplicates)} duplicated documents, e.g. {duplicates[:3]}"
+    missing = expected - set(counts)
+    assert not missing, f"{len(missing)} messages missing, e.g. {sorted(missing)[:3]}"
+    foreign = set(counts) - expected
+    assert not foreign, f"{len(foreign)} unexpected documents, e.g. {sorted(foreign)[:3]}"
+    assert sc.committed(list(sc.ends)) == sc.ends, "not every partition is committed to its end"
+
+
+def stored_count(sc: Scenario, collections: list[str] | None = None) -> int:
+    with MongoClient(sc.servers.mongo_uri, serverSelectionTimeoutMS=5000) as client:
+        db = client[sc.database]
+        return sum(db[name].estimated_document_count() for name in collections or sc.topics)
+
+
+@dataclass
+class KillLoopResult:
+    kills: list[int]  # stored count at each kill
+    final_exit_code: int
+    log: str
+
+
+def kill_loop(
+    sc: Scenario, total: int, kills_wanted: int, log_path: Path, seed: int, env: dict[str, str] | None = None
+) -> KillLoopResult:
+    """Start the worker, kill -9 it at a random moment of its ingestion, restart it; `kills_wanted` times.
+    Then a last run until everything is committed, stopped with SIGTERM."""
+    import random
+
+    rng = random.Random(seed)
+    env = env or sc.env()
+    ends = {tp: end for tp, end in sc.ends.items()}
+    kills: list[int] = []
+    while len(kills) < kills_wanted:
+        before = stored_count(sc)
+        worker = ProcessWorker(env, log_path).start()
+        try:
+            wait_for(lambda b=before: stored_count(sc) > b, timeout=90, interval=0.05, what="progress")
+            time.sleep(rng.uniform(0.0, 1.2))
+            at = stored_count(sc)
+            assert at < total, f"ingestion finished before kill #{len(kills) + 1}; the test needs more data"
+            worker.kill9()
+            kills.append(at)
+        finally:
+            worker.stop()
+    final = ProcessWorker(env, log_path).start()
+    try:
+        wait_for(lambda: sc.committed(list(ends)) == ends, timeout=300, interval=0.5, what="all committed")
+        final.terminate(signal.SIGTERM)
+        code = final.wait(30)
+    finally:
+        final.stop()
+    return KillLoopResult(kills, code, log_path.read_text(errors="replace"))
+
+
+class TcpProxy:
+    """A TCP forwarder that can cut every connection and refuse new ones (a broker outage on demand)."""
+
+    def __init__(self, target_port: int, listen_port: int) -> None:
+        import socket
+
+        self.target_port = target_port
+        self.listen_port = listen_port
+        self._socket_mod = socket
+        self._conns: list[Any] = []
+        self._lock = threading.Lock()
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> TcpProxy:
+        socket = self._socket_mod
+        server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", self.listen_port))
+        server.listen(64)
+        self._server = server
+        self._thread = threading.Thread(target=self._accept, args=(server,), daemon=True)
+        self._thread.start()
+        return self
+
+    def _accept(self, server: Any) -> None:
+        socket = self._socket_mod
+        while True:
+            try:
+                client, _ = server.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.close()
+
+    def cut(self) -> None:
+        """Close the listener and every connection: clients see resets, then 'connection refused'."""
+        socket = self._socket_mod
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        with self._lock:
+            conns, self._conns = self._conns, []
+        for sock in conns:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+
+    def restore(self) -> None:
+        self.start()
+
+    def stop(self) -> None:
+        self.cut()

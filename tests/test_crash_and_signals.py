@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import random
 import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,19 +17,15 @@ from tests.harness import (
     CommitMonitor,
     ProcessWorker,
     Scenario,
+    assert_exactly_once,
     end_offsets,
-    produced_ids,
+    kill_loop,
+    stored_count,
     stored_ids,
     wait_for,
 )
 
 pytestmark = pytest.mark.servers
-
-
-def _stored_count(sc: Scenario) -> int:
-    with sc.mongo() as client:
-        db = client[sc.database]
-        return sum(db[t].estimated_document_count() for t in sc.topics)
 
 
 def _assert_clean_log(text: str) -> None:
@@ -41,53 +35,20 @@ def _assert_clean_log(text: str) -> None:
 def test_kill_9_at_random_moments_loses_nothing_and_never_commits_ahead_of_the_data(
     make_scenario: Callable[..., Scenario], tmp_path: Path
 ) -> None:
-    total, kills_wanted = 20_000, 5
+    total = 20_000
     sc = make_scenario(("petr4", "vale3"), partitions=3)
     sc.add_verification_index(sc.topics)
     report = sc.produce(total)
-    ends = end_offsets(report)
     monitor = CommitMonitor(sc, {t: t for t in sc.topics}, report.offsets).start()
-    rng = random.Random(20261125)
-    log = tmp_path / "worker.log"
-    kills: list[int] = []
     try:
-        while len(kills) < kills_wanted:
-            before = _stored_count(sc)
-            worker = ProcessWorker(sc.env(), log).start()
-            try:
-                # Let it make progress, then kill it at a random moment of its ingestion.
-                wait_for(lambda b=before: _stored_count(sc) > b, timeout=60, interval=0.05, what="progress")
-                time.sleep(rng.uniform(0.0, 1.2))
-                at = _stored_count(sc)
-                assert at < total, (
-                    f"ingestion finished before kill #{len(kills) + 1}; the test needs more data"
-                )
-                worker.kill9()
-                kills.append(at)
-            finally:
-                worker.stop()
-        final = ProcessWorker(sc.env(), log).start()
-        try:
-            wait_for(
-                lambda: sc.committed(list(ends)) == ends, timeout=240, interval=0.5, what="all committed"
-            )
-            final.terminate(signal.SIGTERM)
-            assert final.wait(30) == 0
-        finally:
-            final.stop()
+        result = kill_loop(sc, total, kills_wanted=5, log_path=tmp_path / "worker.log", seed=20261125)
     finally:
         monitor.stop()
-    assert len(kills) == kills_wanted and kills == sorted(kills)
+    assert len(result.kills) == 5 and result.final_exit_code == 0
     assert not monitor.violations, monitor.violations
     assert monitor.ranges_checked >= 10, "the monitor barely observed any commit"
-    with sc.mongo() as client:
-        ids = stored_ids(client[sc.database], sc.topics)
-    counts = Counter(ids)
-    assert len(ids) == total, f"{len(ids)} documents for {total} messages"
-    assert max(counts.values()) == 1, "duplicate documents"
-    assert set(ids) == produced_ids(report), "missing or foreign documents"
-    assert sc.committed(list(ends)) == ends
-    _assert_clean_log(log.read_text())
+    assert_exactly_once(sc, report)
+    _assert_clean_log(result.log)
 
 
 def test_sigterm_mid_stream_flushes_commits_and_exits_0(
@@ -98,7 +59,7 @@ def test_sigterm_mid_stream_flushes_commits_and_exits_0(
     ends = end_offsets(report)
     worker = ProcessWorker(sc.env(), tmp_path / "worker.log").start()
     try:
-        wait_for(lambda: _stored_count(sc) > 2_000, timeout=60, interval=0.05, what="progress")
+        wait_for(lambda: stored_count(sc) > 2_000, timeout=60, interval=0.05, what="progress")
         started = time.monotonic()
         worker.terminate(signal.SIGTERM)
         code = worker.wait(20)
