@@ -232,6 +232,8 @@ class MongoConfig(_Section):
     # Collection for a topic: explicit map entry first, else the template ("{topic}" = the topic name).
     collection_template: str = "{topic}"
     collections: dict[str, str] = Field(default_factory=dict)
+    # Where topics with write_model insert_and_latest / latest keep the latest tick of each symbol.
+    latest_collection: str = "latest"
     write_concern: WriteConcernConfig = Field(default_factory=WriteConcernConfig)
     server_selection_timeout_ms: int = Field(default=10_000, ge=100)
     create_indexes: bool = True
@@ -258,6 +260,7 @@ class MongoConfig(_Section):
                 check_collection_name(name, self.database)
             if "{topic}" not in self.collection_template:
                 raise ValueError("collection_template must contain {topic}")
+            check_collection_name(self.latest_collection, self.database)
             check_collection_name(self.collection_template.replace("{topic}", "t"), self.database)
         except NameError_ as exc:
             raise ValueError(str(exc)) from None
@@ -359,6 +362,14 @@ class TickSchemaConfig(_Section):
         return pattern
 
 
+class TimeSeriesOptions(_Section):
+    """Store the topic in a MongoDB time-series collection (timeField ts, metaField symbol)."""
+
+    granularity: Literal["seconds", "minutes", "hours"] = "seconds"
+    # Delete ticks older than this (MongoDB's expireAfterSeconds); null keeps them forever.
+    expire_after_s: int | None = Field(default=None, ge=1)
+
+
 class TopicOptions(_Section):
     """Per-topic processing options, keyed by exact topic name under `topics:`."""
 
@@ -366,6 +377,27 @@ class TopicOptions(_Section):
     format: Literal["tick", "raw"] = "tick"
     # Declarative filter: only matching messages are stored; the rest are counted and committed.
     filter: FilterSpec | None = None
+    # insert: keep every tick (idempotent by _id). insert_and_latest: also upsert the latest tick of each
+    # symbol into mongo.latest_collection, in the same batch. latest: keep only the latest tick per symbol.
+    write_model: Literal["insert", "insert_and_latest", "latest"] = "insert"
+    # A time-series collection instead of a regular one (created when first used).
+    timeseries: TimeSeriesOptions | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TopicOptions:
+        if self.format == "raw" and (self.write_model != "insert" or self.timeseries is not None):
+            raise ValueError(
+                "write_model other than insert, and timeseries, need format: tick (symbol and ts)"
+            )
+        return self
+
+    @property
+    def keeps_history(self) -> bool:
+        return self.write_model != "latest"
+
+    @property
+    def keeps_latest(self) -> bool:
+        return self.write_model != "insert"
 
 
 class WorkerConfig(_Section):

@@ -63,6 +63,11 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5),
             registry=r,
         )
+        self.latest_updates = Counter(
+            "tickpipe_latest_updates",
+            "Symbols whose latest tick was updated (write_model *latest)",
+            registry=r,
+        )
         self.retries = Counter(
             "tickpipe_retries", "Retried operations after transient errors", ["target"], registry=r
         )

@@ -12,16 +12,50 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bson.errors import InvalidDocument
-from pymongo import ASCENDING, MongoClient, WriteConcern
+from pymongo import ASCENDING, MongoClient, UpdateOne, WriteConcern
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import BulkWriteError, DocumentTooLarge, OperationFailure, PyMongoError, WriteError
+from pymongo.errors import (
+    BulkWriteError,
+    CollectionInvalid,
+    DocumentTooLarge,
+    OperationFailure,
+    PyMongoError,
+    WriteError,
+)
+from pymongo.read_concern import ReadConcern
 
-from pipeline.config import MongoConfig
-from pipeline.errors import DUPLICATE_KEY, TRANSIENT_MONGO_CODES, StartupError, TransientError, describe
+from pipeline.config import MongoConfig, TimeSeriesOptions
+from pipeline.errors import (
+    DUPLICATE_KEY,
+    TRANSIENT_MONGO_CODES,
+    FatalError,
+    StartupError,
+    TransientError,
+    describe,
+)
+from pipeline.logs import get_logger
 from pipeline.redact import redact_text, redact_uri
 
+log = get_logger("pipeline.sink")
 TICK_INDEX = [("symbol", ASCENDING), ("ts", ASCENDING)]
+COORDINATES_INDEX = [("_id.topic", ASCENDING), ("_id.partition", ASCENDING), ("_id.offset", ASCENDING)]
+
+
+@dataclass(frozen=True, slots=True)
+class CollectionPlan:
+    """How one collection is written (from the options of the topic(s) that map to it)."""
+
+    name: str
+    history: bool = True  # insert every document (idempotent by _id)
+    latest: bool = False  # upsert the latest tick of each symbol into the latest collection
+    timeseries: TimeSeriesOptions | None = None
+
+    @property
+    def deduplicate(self) -> bool:
+        # Time-series collections do not enforce a unique _id: re-delivered ticks are filtered out by
+        # reading which of the batch's coordinates are already stored, before inserting.
+        return self.timeseries is not None
 
 
 @dataclass(slots=True)
@@ -89,17 +123,128 @@ class MongoSink:
 
     def ensure_indexes(self, name: str) -> None:
         """Create the {symbol: 1, ts: 1} index once per collection (idempotent on the server)."""
-        if name in self._indexed or not self.config.create_indexes:
-            return
-        self.collection(name).create_index(TICK_INDEX, name="symbol_1_ts_1")
-        self._indexed.add(name)
+        self.ensure_collection(CollectionPlan(name))
 
-    def prepare(self, collections: list[str]) -> None:
-        """Start-up: create the indexes of the known collections, or raise StartupError with one clear line
-        (e.g. the credentials are valid but not allowed to write to this database)."""
-        for name in collections:
+    def ensure_collection(self, plan: CollectionPlan) -> None:
+        """Create the collection as planned (time-series if asked) and its indexes, once per process."""
+        if plan.name in self._indexed:
+            return
+        if plan.timeseries is not None:
+            self._create_timeseries(plan.name, plan.timeseries)
+        if self.config.create_indexes:
+            self.collection(plan.name).create_index(TICK_INDEX, name="symbol_1_ts_1")
+            if plan.deduplicate:
+                try:
+                    self.collection(plan.name).create_index(COORDINATES_INDEX, name="kafka_coordinates")
+                except OperationFailure as exc:  # e.g. a server without measurement-field indexes
+                    log.warning(
+                        "no index on _id coordinates: de-duplication reads will scan",
+                        collection=plan.name,
+                        error=describe(exc),
+                    )
+        self._indexed.add(plan.name)
+
+    def _create_timeseries(self, name: str, options: TimeSeriesOptions) -> None:
+        spec = {"timeField": "ts", "metaField": "symbol", "granularity": options.granularity}
+        extra: dict[str, Any] = (
+            {"expireAfterSeconds": options.expire_after_s} if options.expire_after_s else {}
+        )
+        try:
+            self.db.create_collection(name, timeseries=spec, **extra)
+            log.info("created time-series collection", collection=name, **spec, **extra)
+        except CollectionInvalid:  # already there: fine if it is a time-series collection
+            info = next(iter(self.db.list_collections(filter={"name": name})), {})
+            if "timeseries" not in info.get("options", {}):
+                log.warning(
+                    "collection exists and is not a time-series collection; using it as it is",
+                    collection=name,
+                )
+
+    def insert_deduplicated(self, name: str, documents: list[dict[str, Any]]) -> InsertOutcome:
+        """Insert only the documents whose coordinates are not stored yet (for collections without a unique
+        _id). Reads with majority read concern, so a write that could still be rolled back is not trusted."""
+        ranges: dict[tuple[str, int], list[int]] = {}
+        for doc in documents:
+            _id = doc["_id"]
+            bounds = ranges.setdefault((_id["topic"], _id["partition"]), [_id["offset"], _id["offset"]])
+            bounds[0] = min(bounds[0], _id["offset"])
+            bounds[1] = max(bounds[1], _id["offset"])
+        coll = self.collection(name).with_options(read_concern=ReadConcern("majority"))
+        existing: set[tuple[str, int, int]] = set()
+        for (topic, partition), (low, high) in ranges.items():
+            query = {
+                "_id.topic": topic,
+                "_id.partition": partition,
+                "_id.offset": {"$gte": low, "$lte": high},
+            }
+            for found in coll.find(query, {"_id": 1}):
+                existing.add((topic, partition, found["_id"]["offset"]))
+        fresh: list[int] = []
+        outcome = InsertOutcome()
+        for index, doc in enumerate(documents):
+            _id = doc["_id"]
+            if (_id["topic"], _id["partition"], _id["offset"]) in existing:
+                outcome.duplicates.append(index)
+            else:
+                fresh.append(index)
+        if fresh:
+            part = self.insert(name, [documents[i] for i in fresh])
+            outcome.inserted = part.inserted
+            outcome.duplicates += [fresh[i] for i in part.duplicates]
+            outcome.rejected = [(fresh[i], code, message) for i, code, message in part.rejected]
+            outcome.retry = [fresh[i] for i in part.retry]
+        return outcome
+
+    def upsert_latest(self, documents: list[dict[str, Any]]) -> int:
+        """Keep the newest tick of each symbol in the latest collection. Conditional upserts: a tick older
+        than (or as old as) the stored one changes nothing, so re-delivery can never move it back.
+        Returns the number of symbols updated."""
+        newest: dict[str, dict[str, Any]] = {}
+        for doc in documents:
+            current = newest.get(doc["symbol"])
+            if current is None or doc["ts"] > current["ts"]:
+                newest[doc["symbol"]] = doc
+        if not newest:
+            return 0
+        ops = [
+            UpdateOne(
+                {"_id": symbol, "ts": {"$lt": doc["ts"]}},
+                {
+                    "$set": {
+                        "symbol": symbol,
+                        "ts": doc["ts"],
+                        "price": doc["price"],
+                        "volume": doc["volume"],
+                        "source": doc["_id"],
+                        "updated_at": doc["ingested_at"],
+                    }
+                },
+                upsert=True,
+            )
+            for symbol, doc in newest.items()
+        ]
+        try:
+            result = self.collection(self.config.latest_collection).bulk_write(ops, ordered=False)
+            return result.upserted_count + result.modified_count
+        except BulkWriteError as exc:
+            details = exc.details
+            if details.get("writeConcernErrors"):
+                raise TransientError("write concern not satisfied on the latest collection") from None
+            # E11000: the stored tick is newer: nothing to do. Anything else is not expected here.
+            others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
+            if any(e.get("code") in TRANSIENT_MONGO_CODES for e in others):
+                raise TransientError(f"latest collection: {others[0].get('errmsg')}") from None
+            if others:
+                raise FatalError(f"latest collection rejected an update: {others[0].get('errmsg')}") from None
+            return int(details.get("nUpserted", 0)) + int(details.get("nModified", 0))
+
+    def prepare(self, plans: list[CollectionPlan]) -> None:
+        """Start-up: create the known collections and their indexes, or raise StartupError with one clear
+        line (e.g. the credentials are valid but not allowed to write to this database)."""
+        for plan in plans:
+            name = plan.name
             try:
-                self.ensure_indexes(name)
+                self.ensure_collection(plan)
             except OperationFailure as exc:
                 reason = self.redact(describe(exc))
                 raise StartupError(

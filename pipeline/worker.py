@@ -36,7 +36,7 @@ from pipeline.logs import get_logger
 from pipeline.metrics import Health, Metrics, MetricsServer
 from pipeline.naming import CollectionRouter, NameError_
 from pipeline.offsets import OffsetTracker
-from pipeline.sink import MongoSink
+from pipeline.sink import CollectionPlan, MongoSink
 from pipeline.source import CommitFailed, KafkaSource
 from pipeline.writer import BatchWriter, Completion
 
@@ -62,6 +62,7 @@ class Totals:
     duplicates: int = 0
     dead_lettered: int = 0
     filtered: int = 0
+    latest_updates: int = 0
     committed_batches: int = 0
 
 
@@ -87,6 +88,8 @@ class Worker:
         )
         self.tick_decoder = make_tick_decoder(TickSchema(**settings.tick.model_dump()))
         self.tracker = OffsetTracker()
+        # collection -> how it is written; shared with the writer thread (filled before batches reference it).
+        self.plans: dict[str, CollectionPlan] = {}
         self.builder = BatchBuilder(settings.batch.max_messages, settings.batch.max_wait_ms / 1000)
         self.tolerance = settings.errors.tolerance
         self._dlq_producer: Producer | None = None
@@ -98,6 +101,7 @@ class Worker:
             max_backoff_s=settings.retry.max_backoff_ms / 1000,
             metrics=self.metrics,
             health=self.health,
+            plans=self.plans,
         )
         self.totals = Totals()
         self._routes: dict[str, Route] = {}
@@ -157,7 +161,7 @@ class Worker:
         self.health.kafka_ok = True
         # Creating the indexes now also proves we may write there (authorization), before consuming anything.
         fixed = [t for t in self.settings.kafka.topics if not t.startswith("^")]
-        self.sink.prepare([c for c in (self._route(t).collection for t in fixed) if c])
+        self.sink.prepare([self.plans[c] for c in (self._route(t).collection for t in fixed) if c])
         if self._serve_metrics:
             m = self.settings.metrics
             try:
@@ -262,6 +266,19 @@ class Worker:
             # that name. They are dead-lettered (or stop the worker, tolerance=none), not lost.
             log.error("topic maps to an invalid collection name", topic=topic, error=str(exc))
             collection, decode = "", _rejecting(f"topic {topic!r} maps to an invalid collection name: {exc}")
+        if collection:
+            plan = CollectionPlan(
+                collection,
+                history=options.keeps_history,
+                latest=options.keeps_latest,
+                timeseries=options.timeseries,
+            )
+            if self.plans.setdefault(collection, plan) != plan:
+                log.warning(
+                    "topics sharing a collection have different storage options; the first one wins",
+                    topic=topic,
+                    collection=collection,
+                )
         keep = compile_filter(options.filter) if options.filter is not None else None
         route = self._routes[topic] = Route(collection, decode, keep)
         return route
@@ -370,6 +387,9 @@ class Worker:
         for topic, n in batch.filtered.items():
             m.filtered.labels(topic).inc(n)
             self.totals.filtered += n
+        if c.latest_updates:
+            m.latest_updates.inc(c.latest_updates)
+            self.totals.latest_updates += c.latest_updates
         m.batch_size.observe(batch.size)
         m.write_seconds.observe(c.seconds)
         if log.is_debug():

@@ -34,7 +34,7 @@ from pipeline.errors import (
 )
 from pipeline.logs import get_logger
 from pipeline.metrics import Health, Metrics
-from pipeline.sink import MongoSink
+from pipeline.sink import CollectionPlan, MongoSink
 
 log = get_logger("pipeline.writer")
 # Dead letters are logged one line each, up to this many per batch (a flood of bad input must not flood logs).
@@ -49,6 +49,7 @@ class Completion:
     stored: dict[str, int] = field(default_factory=dict)
     duplicates: dict[str, int] = field(default_factory=dict)
     dead_lettered: dict[tuple[str, str], int] = field(default_factory=dict)
+    latest_updates: int = 0
     seconds: float = 0.0
     dropped: bool = False
     error: PipelineError | None = None
@@ -69,8 +70,11 @@ class BatchWriter:
         max_backoff_s: float,
         metrics: Metrics,
         health: Health,
+        plans: dict[str, CollectionPlan] | None = None,
     ) -> None:
         self.sink = sink
+        # collection -> how to write it; filled by the consumer thread before it submits a batch for it.
+        self.plans = plans if plans is not None else {}
         self.dead_letters = dead_letters
         self.tolerance = tolerance
         self.initial_backoff_s = initial_backoff_s
@@ -205,33 +209,16 @@ class BatchWriter:
         completion = Completion(batch, batch.next_offsets())
         rejected: list[DeadLetter] = []
         for name, documents in batch.documents.items():
-            self._retry(
-                generation, f"creating indexes on {name}", batch, partial(self.sink.ensure_indexes, name)
-            )
-            per_topic: dict[str, int] = {}
-            for doc in documents:
-                _count(per_topic, doc["_id"]["topic"])
-            pending = list(range(len(documents)))
-            while pending:
-                subset = documents if len(pending) == len(documents) else [documents[i] for i in pending]
-                outcome = self._retry(
-                    generation, f"writing to {name}", batch, partial(self.sink.insert, name, subset)
+            plan = self.plans.get(name) or CollectionPlan(name)
+            self._retry(generation, f"preparing {name}", batch, partial(self.sink.ensure_collection, plan))
+            refused: set[int] = set()
+            if plan.history:
+                refused = self._write_history(plan, documents, batch, generation, completion, rejected)
+            if plan.latest:
+                accepted = [doc for i, doc in enumerate(documents) if i not in refused]
+                completion.latest_updates += self._retry(
+                    generation, "updating the latest ticks", batch, partial(self.sink.upsert_latest, accepted)
                 )
-                for i in outcome.duplicates:
-                    topic = documents[pending[i]]["_id"]["topic"]
-                    _count(completion.duplicates, topic)
-                    per_topic[topic] -= 1
-                for i, code, message in outcome.rejected:
-                    index = pending[i]
-                    letter = _letter_from_document(documents[index], batch.values[name][index], code, message)
-                    rejected.append(letter)
-                    per_topic[letter.topic] -= 1
-                pending = [pending[i] for i in outcome.retry]
-                if pending:
-                    self.metrics.retries.labels("mongo").inc()
-                    self._sleep(generation, self.initial_backoff_s)
-            for topic, n in per_topic.items():
-                _count(completion.stored, topic, n)
         if rejected and self.tolerance == "none":
             first = min(rejected, key=lambda r: (r.topic, r.partition, r.offset))
             for letter in rejected:
@@ -262,6 +249,45 @@ class BatchWriter:
                     "more messages dead-lettered in this batch", count=len(letters) - LOGGED_LETTERS_PER_BATCH
                 )
         return completion
+
+    def _write_history(
+        self,
+        plan: CollectionPlan,
+        documents: list[dict[str, Any]],
+        batch: Batch,
+        generation: int,
+        completion: Completion,
+        rejected: list[DeadLetter],
+    ) -> set[int]:
+        """Insert every document (unordered); retry transient per-document failures; collect rejections.
+        Returns the indexes of the documents MongoDB refused."""
+        name = plan.name
+        insert = self.sink.insert_deduplicated if plan.deduplicate else self.sink.insert
+        per_topic: dict[str, int] = {}
+        for doc in documents:
+            _count(per_topic, doc["_id"]["topic"])
+        refused: set[int] = set()
+        pending = list(range(len(documents)))
+        while pending:
+            subset = documents if len(pending) == len(documents) else [documents[i] for i in pending]
+            outcome = self._retry(generation, f"writing to {name}", batch, partial(insert, name, subset))
+            for i in outcome.duplicates:
+                topic = documents[pending[i]]["_id"]["topic"]
+                _count(completion.duplicates, topic)
+                per_topic[topic] -= 1
+            for i, code, message in outcome.rejected:
+                index = pending[i]
+                letter = _letter_from_document(documents[index], batch.values[name][index], code, message)
+                rejected.append(letter)
+                refused.add(index)
+                per_topic[letter.topic] -= 1
+            pending = [pending[i] for i in outcome.retry]
+            if pending:
+                self.metrics.retries.labels("mongo").inc()
+                self._sleep(generation, self.initial_backoff_s)
+        for topic, n in per_topic.items():
+            _count(completion.stored, topic, n)
+        return refused
 
 
 def _letter_from_document(
