@@ -12,8 +12,6 @@ from collections.abc import Sequence
 
 from pipeline.cli import cmd_config, cmd_demo, cmd_produce, cmd_run
 from pipeline.cli.common import fail
-from pipeline.config import ConfigError
-from pipeline.errors import PipelineError
 
 COMMANDS = [cmd_run, cmd_produce, cmd_demo, cmd_config]
 
@@ -40,6 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Imported after parsing: `--help` and usage errors stay instant.
+    from pipeline.config import ConfigError
+    from pipeline.errors import PipelineError
+
     try:
         return int(args.func(args))
     except ConfigError as exc:

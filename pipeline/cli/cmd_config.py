@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-import yaml
-
 from pipeline.cli.common import add_config_option, settings_from
-from pipeline.config import redacted_dump
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -23,6 +20,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
+    import yaml
+
+    from pipeline.config import redacted_dump
+
     settings = settings_from(args, logging=False)
     print(yaml.safe_dump(redacted_dump(settings), sort_keys=False), end="")
     return 0

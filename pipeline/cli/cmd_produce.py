@@ -18,7 +18,6 @@ from pipeline.cli.common import (
 )
 from pipeline.logs import get_logger
 from pipeline.naming import NameError_, check_topic_name
-from pipeline.producer import TickProducer
 
 log = get_logger("pipeline.producer")
 
@@ -55,6 +54,8 @@ def produce(args: argparse.Namespace) -> int:
             check_topic_name(topic)
         except NameError_ as exc:
             return fail(str(exc), 2)
+    from pipeline.producer import TickProducer
+
     settings = settings_from(args)
     producer = TickProducer(settings.kafka, args.topics, seed=args.seed, spread=args.spread)
     stop = threading.Event()

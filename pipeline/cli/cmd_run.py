@@ -5,10 +5,13 @@ from __future__ import annotations
 import argparse
 import signal
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from pipeline.cli.common import add_config_option, settings_from
 from pipeline.logs import get_logger
-from pipeline.worker import Worker
+
+if TYPE_CHECKING:
+    from pipeline.worker import Worker
 
 log = get_logger("pipeline.cli")
 
@@ -39,6 +42,8 @@ def install_signal_handlers(worker: Worker) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pipeline.worker import Worker
+
     settings = settings_from(args)
     worker = Worker(settings)
     install_signal_handlers(worker)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-from pipeline.config import Settings, load_settings
-from pipeline.logs import setup_logging
+if TYPE_CHECKING:
+    from pipeline.config import Settings
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +21,10 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 
 
 def settings_from(args: argparse.Namespace, logging: bool = True) -> Settings:
+    # Imported here: `pipeline --help` and argument errors should not pay for pydantic and the clients.
+    from pipeline.config import load_settings
+    from pipeline.logs import setup_logging
+
     settings = load_settings(getattr(args, "config", None))
     if logging:
         setup_logging(settings.log.level, settings.log.format)

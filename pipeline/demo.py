@@ -1,0 +1,155 @@
+"""The embedded demo: the whole pipeline on local test servers, no Docker and nothing else to install.
+
+Starts the Tansu Kafka broker and the SecantusDB MongoDB server on free local ports, creates petr4 and vale3
+(3 partitions each), produces ticks, runs the worker until every tick is stored and committed, prints a
+per-symbol summary and shuts everything down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.admin import create_topics
+from pipeline.cli.common import fail
+from pipeline.config import Settings
+from pipeline.embedded import embedded_servers
+from pipeline.errors import PipelineError
+from pipeline.logs import setup_logging
+from pipeline.naming import CollectionRouter
+from pipeline.producer import TickProducer
+from pipeline.query import symbol_stats
+from pipeline.source import KafkaSource
+from pipeline.worker import Worker
+
+
+def demo(args: argparse.Namespace) -> int:
+    console = Console()
+    setup_logging("INFO" if args.verbose else "WARNING", "text")
+    interrupted = threading.Event()
+
+    def handle(_signum: int, _frame: FrameType | None) -> None:
+        interrupted.set()
+
+    signal.signal(signal.SIGINT, handle)
+    signal.signal(signal.SIGTERM, handle)
+    console.print(
+        "[bold]tickpipe demo[/bold]: starting the embedded Kafka broker (Tansu) "
+        "and MongoDB server (SecantusDB)"
+    )
+    with embedded_servers() as (kafka, mongo):
+        console.print(f"  Kafka   {kafka.bootstrap}\n  MongoDB {mongo.uri}")
+        settings = Settings(
+            kafka={
+                "bootstrap_servers": kafka.bootstrap,
+                "topics": args.topics,
+                "group_id": "tickpipe-demo",
+                "session_timeout_ms": 6000,
+            },
+            mongo={"uri": mongo.uri},
+            metrics={"enabled": False},
+            log={"format": "text", "level": "INFO" if args.verbose else "WARNING"},
+        )
+        created = create_topics(settings.kafka, args.topics, args.partitions)
+        console.print(
+            f"topics: {', '.join(f'{t} ({s}, {args.partitions} partitions)' for t, s in created.items())}"
+        )
+        producer = TickProducer(settings.kafka, args.topics, record_offsets=True, spread=True)
+        report = producer.run(args.count)
+        if not report.ok:
+            return fail(f"producing failed: {report.first_error}")
+        del producer  # destroy the client now, while the broker is still up
+        console.print(f"produced {report.delivered} ticks in {report.seconds:.1f}s")
+        worker = Worker(settings)
+        outcome: dict[str, Any] = {}
+
+        def run_worker() -> None:
+            try:
+                outcome["code"] = worker.run()
+            except PipelineError as exc:
+                outcome["error"] = str(exc)
+
+        thread = threading.Thread(target=run_worker, name="worker")
+        started = time.monotonic()
+        thread.start()
+        expected = {tp: max(offsets) + 1 for tp, offsets in report.offsets.items()}
+        with Progress(
+            TextColumn("storing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as bar:
+            task = bar.add_task("store", total=report.delivered)
+            while thread.is_alive() and not interrupted.is_set():
+                done = worker.totals.stored + worker.totals.duplicates + worker.totals.dead_lettered
+                bar.update(task, completed=done)
+                if done >= report.delivered and _committed(settings, expected):
+                    break
+                if time.monotonic() - started > args.timeout:
+                    worker.request_stop()
+                    thread.join()
+                    return fail(f"timed out after {args.timeout:g}s with {done}/{report.delivered} stored")
+                time.sleep(0.2)
+        worker.request_stop()
+        thread.join()
+        if "error" in outcome or outcome.get("code"):
+            return fail(outcome.get("error", "the worker stopped with an error"))
+        elapsed = time.monotonic() - started
+        console.print(
+            f"stored and committed {worker.totals.stored} ticks in {elapsed:.1f}s "
+            f"({worker.totals.stored / elapsed:.0f}/s, w=majority, j=true)"
+        )
+        _print_summary(console, settings)
+    console.print("servers stopped. Run it for real: [bold]pipeline run --config config/pipeline.yaml[/bold]")
+    return 130 if interrupted.is_set() else 0
+
+
+def _committed(settings: Settings, expected: dict[tuple[str, int], int]) -> bool:
+    """True once the group's committed offsets reach the end of what was produced."""
+    source = KafkaSource(settings.kafka)
+    try:
+        committed = source.committed(list(expected), timeout_s=5)
+    finally:
+        source.close()
+    return all(committed.get(tp, -1) >= end for tp, end in expected.items())
+
+
+def _print_summary(console: Console, settings: Settings) -> None:
+    from pipeline.sink import make_client
+
+    router = CollectionRouter(
+        settings.mongo.database, settings.mongo.collection_template, settings.mongo.collections
+    )
+    client = make_client(settings.mongo)
+    try:
+        stats = symbol_stats(
+            client[settings.mongo.database], [router.collection_for(t) for t in settings.kafka.topics]
+        )
+    finally:
+        client.close()
+    table = Table(title=f"ticks stored in MongoDB database {settings.mongo.database!r}")
+    for column in ("symbol", "collection", "count", "first (UTC)", "last (UTC)", "last price", "avg price"):
+        table.add_column(
+            column, justify="right" if column in ("count", "last price", "avg price") else "left"
+        )
+    for s in stats:
+        table.add_row(
+            s.symbol,
+            s.collection,
+            f"{s.count:,}",
+            s.first_ts.strftime("%H:%M:%S"),
+            s.last_ts.strftime("%H:%M:%S"),
+            f"{s.last_price:.2f}",
+            f"{s.avg_price:.2f}",
+        )
+    console.print(table)
