@@ -169,3 +169,52 @@ def test_produce_command_reports_deliveries_and_fails_loudly_without_a_broker(
     bad = _run_cli(["produce", "--topics", "petr4", "--count", "5"], bad_env)
     assert bad.returncode == 1
     assert "5 failed" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_produce_count_0_runs_until_stopped_and_rate_paces_it(make_scenario: Callable[..., Scenario]) -> None:
+    sc = make_scenario(("petr4",), partitions=1)
+    env = {**_base_env(), **sc.env()}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "produce",
+            "--topics",
+            sc.topics[0],
+            "--count",
+            "0",
+            "--rate",
+            "100",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(4)
+    assert proc.poll() is None, "--count 0 must keep producing until stopped"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    produced = int(out.split("produced ")[1].split("/")[0])
+    # ~4 s at 100/s (start-up included): paced, not as fast as possible, and not stuck.
+    assert 100 <= produced <= 500, out
+    assert _count_messages(sc.servers.bootstrap, sc.topics[0]) == produced, "delivered count must be exact"
+
+
+def _count_messages(bootstrap: str, topic: str) -> int:
+    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "counter", "enable.auto.commit": False})
+    try:
+        consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+        count, idle_since = 0, time.monotonic()
+        while time.monotonic() - idle_since < 3:
+            batch = [m for m in consumer.consume(500, 0.5) if m.error() is None]
+            if batch:
+                count, idle_since = count + len(batch), time.monotonic()
+        return count
+    finally:
+        consumer.close()
