@@ -408,6 +408,26 @@ class KillLoopResult:
     log: str
 
 
+def run_process_until_committed(
+    sc: Scenario, env: dict[str, str], log_path: Path, timeout: float = 180
+) -> str:
+    """Run `pipeline run` as a process until every produced offset is committed, stop it with SIGTERM
+    (it must exit 0), and return its log."""
+    worker = ProcessWorker(env, log_path).start()
+    try:
+        wait_for(
+            lambda: sc.committed(list(sc.ends)) == sc.ends,
+            timeout=timeout,
+            interval=0.5,
+            what="all committed",
+        )
+        worker.terminate(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        worker.stop()
+    return worker.log_text()
+
+
 def kill_loop(
     sc: Scenario, total: int, kills_wanted: int, log_path: Path, seed: int, env: dict[str, str] | None = None
 ) -> KillLoopResult:

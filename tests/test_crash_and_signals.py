@@ -99,44 +99,31 @@ def _base_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
 
 
-def test_unreachable_mongodb_at_start_is_one_clear_line_and_exit_1(
-    make_scenario: Callable[..., Scenario],
+@pytest.mark.parametrize(
+    "server, expected",
+    [
+        ("mongo", "cannot reach MongoDB at mongodb://127.0.0.1:"),
+        ("kafka", "cannot reach Kafka at 127.0.0.1:"),
+    ],
+)
+def test_unreachable_server_at_start_is_one_clear_line_and_exit_1(
+    server: str, expected: str, make_scenario: Callable[..., Scenario]
 ) -> None:
     sc = make_scenario(("petr4",), create=False)
-    env = {
-        **_base_env(),
-        **sc.env(
-            PIPELINE_MONGO__URI=f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
-            PIPELINE_WORKER__STARTUP_TIMEOUT_S="3",
-            PIPELINE_MONGO__SERVER_SELECTION_TIMEOUT_MS="3000",
-        ),
-    }
+    nowhere = {
+        "mongo": {
+            "PIPELINE_MONGO__URI": f"mongodb://127.0.0.1:{free_port()}/?directConnection=true",
+            "PIPELINE_MONGO__SERVER_SELECTION_TIMEOUT_MS": "3000",
+        },
+        "kafka": {"PIPELINE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"},
+    }[server]
+    env = {**_base_env(), **sc.env(PIPELINE_WORKER__STARTUP_TIMEOUT_S="3", **nowhere)}
     started = time.monotonic()
     result = _run_cli(["run"], env)
     assert result.returncode == 1
     assert time.monotonic() - started < 20
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "cannot reach MongoDB" in errors[0], result.stderr
-    assert "Traceback" not in result.stderr
-
-
-def test_unreachable_kafka_at_start_is_one_clear_line_and_exit_1(
-    make_scenario: Callable[..., Scenario],
-) -> None:
-    sc = make_scenario(("petr4",), create=False)
-    env = {
-        **_base_env(),
-        **sc.env(
-            PIPELINE_KAFKA__BOOTSTRAP_SERVERS=f"127.0.0.1:{free_port()}",
-            PIPELINE_WORKER__STARTUP_TIMEOUT_S="3",
-        ),
-    }
-    started = time.monotonic()
-    result = _run_cli(["run"], env)
-    assert result.returncode == 1
-    assert time.monotonic() - started < 20
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "cannot reach Kafka" in errors[0], result.stderr
+    assert len(errors) == 1 and expected in errors[0], result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -18,7 +17,14 @@ from pymongo import MongoClient
 from pipeline.config import load_settings
 from pipeline.embedded import EmbeddedMongo
 from pipeline.source import consumer_config
-from tests.harness import REPO, ProcessWorker, Scenario, assert_exactly_once, thread_worker, wait_for
+from tests.harness import (
+    REPO,
+    Scenario,
+    assert_exactly_once,
+    run_process_until_committed,
+    thread_worker,
+    wait_for,
+)
 
 pytestmark = pytest.mark.servers
 
@@ -68,20 +74,12 @@ def test_worker_authenticates_with_a_password_file_and_never_prints_the_password
         PIPELINE_MONGO__AUTH_SOURCE="admin",
         PIPELINE_LOG__LEVEL="DEBUG",
     )
-    worker = ProcessWorker(env, tmp_path / "worker.log").start()
-    try:
-        wait_for(
-            lambda: sc.committed(list(sc.ends)) == sc.ends, timeout=120, interval=0.5, what="all committed"
-        )
-        worker.terminate(signal.SIGTERM)
-        assert worker.wait(30) == 0
-    finally:
-        worker.stop()
+    log = run_process_until_committed(sc, env, tmp_path / "worker.log")
     sc = dataclasses.replace(
         sc, servers=dataclasses.replace(sc.servers, mongo_uri=_with_credentials(auth_mongo.uri, PASSWORD))
     )
     assert_exactly_once(sc, report)
-    assert PASSWORD not in worker.log_text()
+    assert PASSWORD not in log
     shown = _cli(["config", "show"], env)
     assert shown.returncode == 0 and PASSWORD not in shown.stdout + shown.stderr
 
@@ -96,16 +94,7 @@ def test_credentials_in_the_uri_are_masked_in_logs(
     sc = _on_mongo(make_scenario(("petr4",), partitions=1), auth_mongo.uri)
     sc.produce(200)
     env = sc.env(PIPELINE_MONGO__URI=_with_credentials(auth_mongo.uri, PASSWORD))
-    worker = ProcessWorker(env, tmp_path / "worker.log").start()
-    try:
-        wait_for(
-            lambda: sc.committed(list(sc.ends)) == sc.ends, timeout=120, interval=0.5, what="all committed"
-        )
-        worker.terminate(signal.SIGTERM)
-        assert worker.wait(30) == 0
-    finally:
-        worker.stop()
-    log = worker.log_text()
+    log = run_process_until_committed(sc, env, tmp_path / "worker.log")
     assert f"mongodb://{USER}:***@" in log
     assert PASSWORD not in log
 
