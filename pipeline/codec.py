@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import bson
 import orjson
 from bson.binary import Binary
+from bson.datetime_ms import DatetimeMS
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -69,6 +70,8 @@ def parse_timestamp(value: Any) -> datetime:
             parsed = datetime.fromisoformat(value)
         except ValueError:
             raise DataError("invalid_timestamp", f"ts {value[:64]!r} is not an ISO-8601 timestamp") from None
+        if parsed.tzinfo is UTC:  # the usual "...Z": nothing to convert
+            return parsed
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=UTC)
         return parsed.astimezone(UTC)
@@ -182,7 +185,8 @@ def make_document(
     document: dict[str, Any] = {"_id": {"topic": topic, "partition": partition, "offset": offset}}
     document.update(fields)
     document["kafka"] = {
-        "timestamp": EPOCH + timedelta(milliseconds=timestamp_ms) if timestamp_ms is not None else None,
+        # DatetimeMS is stored as a BSON date, like a datetime, without building one per message.
+        "timestamp": DatetimeMS(timestamp_ms) if timestamp_ms is not None else None,
         "key": decode_key(key),
     }
     document["ingested_at"] = ingested_at
