@@ -77,6 +77,11 @@ def _split_list(value: Any) -> Any:
     return value
 
 
+def _empty_is_unset(value: Any) -> Any:
+    """PIPELINE_MONGO__PASSWORD="" (as compose passes when auth is off) means "not set", not "empty"."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
 def _read_secret_file(path: Path | None, key: str) -> SecretStr | None:
     if path is None:
         return None
@@ -99,6 +104,15 @@ class KafkaSecurity(_Section):
     ssl_key_location: Path | None = None
     ssl_key_password: SecretStr | None = None
     ssl_endpoint_identification: Literal["https", "none"] = "https"
+
+    _unset_empty = field_validator(
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+        "sasl_password_file",
+        "ssl_key_password",
+        mode="before",
+    )(_empty_is_unset)
 
     @model_validator(mode="after")
     def _check(self) -> KafkaSecurity:
@@ -239,6 +253,10 @@ class MongoConfig(_Section):
     create_indexes: bool = True
     # Extra keyword arguments for pymongo.MongoClient (e.g. compressors, appname, maxPoolSize).
     options: dict[str, Scalar] = Field(default_factory=dict)
+
+    _unset_empty = field_validator(
+        "uri_file", "username", "password", "password_file", "auth_source", "tls", mode="before"
+    )(_empty_is_unset)
 
     @model_validator(mode="after")
     def _check(self) -> MongoConfig:

@@ -44,6 +44,8 @@ log = get_logger("pipeline.worker")
 
 # How long one consume() call may block: bounds the reaction time to signals and to due batches.
 MAX_POLL_S = 0.1
+# How often the consumer-lag gauge is recomputed when metrics are served.
+LAG_REFRESH_S = 2.0
 
 
 @dataclass(slots=True)
@@ -115,6 +117,7 @@ class Worker:
         # offsets would skip the failed messages. This is the seq of the last batch still safe to commit.
         self._last_trusted_seq: int | None = None
         self._last_summary = time.monotonic()
+        self._last_lag = 0.0
         self._summary_consumed = 0
         self._caught_up = False
 
@@ -559,6 +562,9 @@ class Worker:
         self.sink.close()
 
     def _summary(self, now: float) -> None:
+        if self.metrics_server is not None and now - self._last_lag >= LAG_REFRESH_S:
+            self._last_lag = now
+            self._lag()  # keeps the lag gauge fresh between summaries (cached watermarks: no broker call)
         if now - self._last_summary < self.settings.log.summary_interval_s:
             return
         elapsed = now - self._last_summary

@@ -628,3 +628,20 @@ def test_redacted_dump_masks_secrets_in_mongo_options(tmp_path: Path) -> None:
 def test_redacted_dump_masks_inline_private_key(tmp_path: Path) -> None:
     settings = load_yaml_config(tmp_path, "kafka:\n  consumer: {ssl.key.pem: PRIVATE-KEY-PEM}\n")
     assert "PRIVATE-KEY-PEM" not in repr(redacted_dump(settings))
+
+
+def test_empty_credential_variables_mean_unset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # docker-compose passes PIPELINE_MONGO__USERNAME="" when authentication is off.
+    monkeypatch.chdir(tmp_path)
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("PIPELINE_MONGO__USERNAME", "")
+    monkeypatch.setenv("PIPELINE_MONGO__PASSWORD", "  ")
+    monkeypatch.setenv("PIPELINE_KAFKA__SECURITY__SASL_USERNAME", "")
+    settings = load_settings()
+    assert settings.mongo.username is None and settings.mongo.password is None
+    assert (
+        "username" not in settings.mongo.client_kwargs() and "password" not in settings.mongo.client_kwargs()
+    )
+    assert settings.kafka.security.sasl_username is None
