@@ -10,10 +10,28 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from pipeline.cli import cmd_config, cmd_demo, cmd_produce, cmd_run
+from pipeline.cli import (
+    cmd_config,
+    cmd_demo,
+    cmd_export,
+    cmd_produce,
+    cmd_query,
+    cmd_run,
+    cmd_tail,
+    cmd_topics,
+)
 from pipeline.cli.common import fail
 
-COMMANDS = [cmd_run, cmd_produce, cmd_demo, cmd_config]
+COMMANDS = [
+    cmd_run,
+    cmd_produce,
+    cmd_demo,
+    cmd_config,
+    cmd_query,
+    cmd_export,
+    cmd_topics,
+    cmd_tail,
+]
 
 
 class _Parser(argparse.ArgumentParser):

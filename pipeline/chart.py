@@ -1,0 +1,74 @@
+"""Candlestick chart of OHLC bars with volume bars, rendered to PNG with matplotlib's Agg backend.
+
+Uses matplotlib's object API (`Figure`, no pyplot): no display, no global state, safe in threads and servers.
+Needs the `analytics` extra (matplotlib).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta, tzinfo
+from pathlib import Path
+
+from pipeline.atomicfile import atomic_write
+from pipeline.query import Bar
+
+MAX_BARS = 3000
+UP, DOWN = "#26a69a", "#ef5350"
+
+
+class ChartError(ValueError):
+    """The chart cannot be drawn (no bars, too many bars)."""
+
+
+def plot_ohlc(
+    bars: Sequence[Bar], path: str | Path, *, title: str, interval: timedelta, zone: tzinfo, zone_label: str
+) -> Path:
+    """Write a candlestick chart (price) over volume bars to `path` (PNG). Times are shown in `zone`.
+    The file is written to a temporary name and renamed, so a failure never leaves a partial PNG."""
+    if not bars:
+        raise ChartError("no bars in the range: nothing to plot")
+    if len(bars) > MAX_BARS:
+        raise ChartError(
+            f"{len(bars)} bars are too many to plot readably (max {MAX_BARS}): "
+            "use a larger --interval or a shorter --from/--to range"
+        )
+    import matplotlib.dates as mdates
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    # Bars are placed at their start time shifted into the display zone, as naive datetimes: matplotlib then
+    # draws and labels wall-clock times of that zone.
+    starts = [mdates.date2num(b.start.astimezone(zone).replace(tzinfo=None)) for b in bars]  # type: ignore[no-untyped-call]
+    width = interval.total_seconds() / 86400 * 0.7
+    fig = Figure(figsize=(12, 7), dpi=100, layout="constrained")
+    price_ax, volume_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    colors = [UP if b.close >= b.open else DOWN for b in bars]
+    # A flat bar (open == close) still gets a visible body.
+    bodies = [max(abs(b.close - b.open), (b.high - b.low) * 0.002, 1e-9) for b in bars]
+    price_ax.vlines(starts, [b.low for b in bars], [b.high for b in bars], colors=colors, linewidth=1)
+    price_ax.bar(starts, bodies, width, bottom=[min(b.open, b.close) for b in bars], color=colors)
+    volume_ax.bar(starts, [b.volume for b in bars], width, color=colors)
+    price_ax.set_title(title, fontsize=13, loc="left")
+    price_ax.set_ylabel("price")
+    price_ax.grid(True, alpha=0.3)
+    volume_ax.set_ylabel("volume")
+    volume_ax.grid(True, alpha=0.3)
+    volume_ax.yaxis.set_major_formatter(FuncFormatter(_compact))
+    volume_ax.set_xlabel(f"time ({zone_label})")
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=10)  # type: ignore[no-untyped-call]
+    volume_ax.xaxis.set_major_locator(locator)
+    volume_ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    pad = interval.total_seconds() / 86400
+    volume_ax.set_xlim(starts[0] - pad, starts[-1] + pad)
+    target = Path(path)
+    with atomic_write(target, "wb") as handle:
+        fig.savefig(handle, format="png")
+    return target
+
+
+def _compact(value: float, _pos: int) -> str:
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:g}{suffix}"
+    return f"{value:g}"

@@ -1,0 +1,309 @@
+"""`pipeline query ticks|ohlc|stats|latest`: read stored ticks back (see pipeline/query.py)."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from typing import TYPE_CHECKING
+
+from pipeline.cli.common import add_config_option, non_negative_int
+
+if TYPE_CHECKING:
+    from datetime import datetime, tzinfo
+    from pathlib import Path
+
+    from pipeline.config import Settings
+    from pipeline.query import Bar, CollectionResolver, Db
+
+TIME_HELP = (
+    "ISO-8601 (naive = UTC, e.g. 2026-01-05T13:00 or 2026-01-05T10:00-03:00), now, or relative to now "
+    "(-90s, -15m, -1h, -2d, -1w; write --from=-1h)"
+)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "query",
+        help="read stored ticks back: ticks, OHLC bars, per-symbol statistics, latest ticks",
+        description="Query the ticks stored in MongoDB. Times are UTC unless --tz is given (display only). "
+        "Ranges are half-open: from <= ts < to. Bad input exits 2, an unreachable MongoDB exits 1.",
+    )
+    action = parser.add_subparsers(dest="action", metavar="ACTION")
+    action.required = True
+
+    ticks = action.add_parser("ticks", help="the ticks of a symbol in a time range")
+    _symbol_and_range(ticks)
+    ticks.add_argument(
+        "--limit", type=non_negative_int, default=20, help="at most N ticks (default 20; 0 = no limit)"
+    )
+    order = ticks.add_mutually_exclusive_group()
+    order.add_argument(
+        "--newest-first",
+        dest="newest_first",
+        action="store_true",
+        default=None,
+        help="newest tick first (the default without --from)",
+    )
+    order.add_argument(
+        "--oldest-first",
+        dest="newest_first",
+        action="store_false",
+        help="oldest tick first (the default with --from)",
+    )
+    _output(ticks)
+    ticks.set_defaults(func=query_ticks)
+
+    ohlc = action.add_parser("ohlc", help="OHLC bars (open, high, low, close, volume, trades, VWAP)")
+    _symbol_and_range(ohlc)
+    ohlc.add_argument(
+        "--interval", required=True, help="bar size: 1m, 5m, 15m, 1h or 1d (bars aligned to UTC)"
+    )
+    ohlc.add_argument("--plot", metavar="PNG", help="also write a candlestick chart with volume bars")
+    _output(ohlc)
+    ohlc.set_defaults(func=query_ohlc)
+
+    stats = action.add_parser("stats", help="per symbol: count, first/last tick, last/average price, volume")
+    stats.add_argument("symbols", nargs="*", metavar="SYMBOL", help="only these symbols (default: all)")
+    _output(stats)
+    stats.set_defaults(func=query_stats)
+
+    latest = action.add_parser("latest", help="the newest tick of each symbol")
+    latest.add_argument("symbols", nargs="*", metavar="SYMBOL", help="only these symbols (default: all)")
+    _output(latest)
+    latest.set_defaults(func=query_latest)
+
+
+def _symbol_and_range(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("symbol", metavar="SYMBOL", help="e.g. PETR4 (case-insensitive)")
+    add_range_options(parser)
+
+
+def add_range_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--from", dest="start", metavar="TIME", help="from this time, inclusive; " + TIME_HELP
+    )
+    parser.add_argument("--to", dest="end", metavar="TIME", help="until this time, exclusive")
+
+
+def _output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("table", "json", "csv"), default="table", help="default: table")
+    parser.add_argument(
+        "--tz", default="UTC", metavar="ZONE", help="show times in this IANA zone, e.g. America/Sao_Paulo"
+    )
+    add_config_option(parser)
+
+
+def time_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
+    """Parse --from/--to (QueryError on a bad value) and check from <= to, before any I/O."""
+    from pipeline.query import check_range, parse_time
+
+    start = parse_time(args.start) if args.start else None
+    end = parse_time(args.end) if args.end else None
+    return check_range(start, end)
+
+
+def _span(start: datetime | None, end: datetime | None, zone: tzinfo) -> str:
+    from pipeline.cli.reading import table_time
+
+    if start is None and end is None:
+        return "all time"
+    return f"{table_time(start, zone) if start else '...'} to {table_time(end, zone) if end else '...'}"
+
+
+def query_ticks(args: argparse.Namespace) -> int:
+    from pipeline.cli.reading import Column, emit, with_database, zone_label
+    from pipeline.query import iter_ticks, normalize_symbol, parse_zone
+
+    columns = [
+        Column("ts", "time", "time"),
+        Column("symbol", "symbol"),
+        Column("price", "price", "price"),
+        Column("volume", "volume", "int"),
+        Column("topic", "topic"),
+        Column("partition", "partition", "int"),
+        Column("offset", "offset", "int"),
+    ]
+
+    def body(settings: Settings, db: Db, resolver: CollectionResolver) -> int:
+        symbol = normalize_symbol(args.symbol, settings.tick.symbol_pattern)
+        zone = parse_zone(args.tz)
+        start, end = time_range(args)
+        newest_first = args.newest_first if args.newest_first is not None else start is None
+        stream = iter_ticks(
+            db,
+            symbol,
+            start=start,
+            end=end,
+            limit=args.limit or None,
+            newest_first=newest_first,
+            collections=resolver,
+        )
+        # Read the first tick before printing anything: an unknown symbol is reported alone (no CSV header).
+        first = next(stream, None)
+        rows = (vars(t) for t in itertools.chain([first] if first else [], stream))
+        order = "newest first" if newest_first else "oldest first"
+        limit = f", at most {args.limit:,}" if args.limit else ""
+        title = f"{symbol} ticks, {_span(start, end, zone)} ({zone_label(zone)}), {order}{limit}"
+        emit(rows, columns, args.format, zone, title, empty="no ticks in this range")
+        return 0
+
+    return with_database(args, body)
+
+
+BAR_KEYS = ("start", "open", "high", "low", "close", "volume", "trades", "vwap")
+
+
+def query_ohlc(args: argparse.Namespace) -> int:
+    from pipeline.cli.reading import Column, emit, with_database, zone_label
+    from pipeline.query import check_interval, interval_delta, normalize_symbol, ohlc, parse_zone
+
+    def body(settings: Settings, db: Db, resolver: CollectionResolver) -> int:
+        symbol = normalize_symbol(args.symbol, settings.tick.symbol_pattern)
+        interval = check_interval(args.interval)
+        zone = parse_zone(args.tz)
+        start, end = time_range(args)
+        plot = _plot_path(args.plot) if args.plot else None
+        bars = ohlc(db, symbol, interval, start=start, end=end, collections=resolver)
+        span = _span(start, end, zone)
+        title = f"{symbol} {interval} bars, {span} ({zone_label(zone)})"
+        if plot is not None:
+            from pipeline.chart import ChartError, plot_ohlc
+
+            try:
+                plot_ohlc(
+                    bars,
+                    plot,
+                    title=_chart_title(symbol, interval, bars, start, end, zone),
+                    interval=interval_delta(interval),
+                    zone=zone,
+                    zone_label=zone_label(zone, bars[0].start if bars else None),
+                )
+            except ChartError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        emit(
+            ({k: getattr(b, k) for k in BAR_KEYS} for b in bars),
+            [
+                Column("start", "bar start", "time"),
+                Column("open", "open", "price"),
+                Column("high", "high", "price"),
+                Column("low", "low", "price"),
+                Column("close", "close", "price"),
+                Column("volume", "volume", "int"),
+                Column("trades", "trades", "int"),
+                Column("vwap", "VWAP", "float4"),
+            ],
+            args.format,
+            zone,
+            title,
+            empty="no ticks in this range",
+        )
+        if plot is not None:
+            print(f"chart written to {plot}", file=sys.stderr)
+        return 0
+
+    return with_database(args, body)
+
+
+def _chart_title(
+    symbol: str, interval: str, bars: list[Bar], start: datetime | None, end: datetime | None, zone: tzinfo
+) -> str:
+    from pipeline.cli.reading import zone_label
+    from pipeline.query import interval_delta
+
+    if not bars:
+        return symbol
+    first = start or bars[0].start
+    last = end or bars[-1].start + interval_delta(interval)
+    fmt = "%Y-%m-%d %H:%M"
+    span = f"{first.astimezone(zone).strftime(fmt)} to {last.astimezone(zone).strftime(fmt)}"
+    return f"{symbol}  {interval} bars  {span} ({zone_label(zone, first)})  {len(bars)} bars"
+
+
+def _plot_path(text: str) -> Path:
+    from pathlib import Path
+
+    from pipeline.query import QueryError
+
+    path = Path(text)
+    if path.suffix.lower() != ".png":
+        raise QueryError(f"--plot {text!r}: the chart is a PNG, name the file *.png")
+    if not path.parent.is_dir():
+        raise QueryError(f"--plot {text!r}: directory {str(path.parent)!r} does not exist")
+    return path
+
+
+def _selected(symbols: list[str], pattern: str) -> set[str]:
+    from pipeline.query import normalize_symbol
+
+    return {normalize_symbol(s, pattern) for s in symbols}
+
+
+def _check_known(wanted: set[str], found: set[str], resolver: CollectionResolver) -> None:
+    from pipeline.query import UnknownSymbol
+
+    missing = sorted(wanted - found)
+    if missing:
+        raise UnknownSymbol(resolver.unknown_message(missing[0]))
+
+
+def query_stats(args: argparse.Namespace) -> int:
+    from pipeline.cli.reading import Column, emit, with_database
+    from pipeline.query import parse_zone, stats
+
+    def body(settings: Settings, db: Db, resolver: CollectionResolver) -> int:
+        wanted = _selected(args.symbols, settings.tick.symbol_pattern)
+        zone = parse_zone(args.tz)
+        rows = [s for s in stats(db, resolver) if not wanted or s.symbol in wanted]
+        _check_known(wanted, {s.symbol for s in rows}, resolver)
+        emit(
+            (vars(s) for s in rows),
+            [
+                Column("symbol", "symbol"),
+                Column("collection", "collection"),
+                Column("count", "ticks", "int"),
+                Column("first_ts", "first", "time"),
+                Column("last_ts", "last", "time"),
+                Column("last_price", "last price", "price"),
+                Column("avg_price", "avg price", "float4"),
+                Column("total_volume", "volume", "int"),
+            ],
+            args.format,
+            zone,
+            f"ticks stored in database {settings.mongo.database!r}",
+            empty="no ticks stored",
+        )
+        return 0
+
+    return with_database(args, body)
+
+
+def query_latest(args: argparse.Namespace) -> int:
+    from pipeline.cli.reading import Column, emit, with_database
+    from pipeline.query import latest, parse_zone
+
+    def body(settings: Settings, db: Db, resolver: CollectionResolver) -> int:
+        wanted = _selected(args.symbols, settings.tick.symbol_pattern)
+        zone = parse_zone(args.tz)
+        rows = [t for t in latest(db, resolver) if not wanted or t.symbol in wanted]
+        _check_known(wanted, {t.symbol for t in rows}, resolver)
+        emit(
+            (vars(t) for t in rows),
+            [
+                Column("symbol", "symbol"),
+                Column("ts", "time", "time"),
+                Column("price", "price", "price"),
+                Column("volume", "volume", "int"),
+                Column("topic", "topic"),
+                Column("partition", "partition", "int"),
+                Column("offset", "offset", "int"),
+            ],
+            args.format,
+            zone,
+            f"latest tick of each symbol in database {settings.mongo.database!r}",
+            empty="no ticks stored",
+        )
+        return 0
+
+    return with_database(args, body)

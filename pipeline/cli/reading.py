@@ -1,0 +1,175 @@
+"""Shared by the read-side commands (query, export): database access with one-line errors, and output as
+rich tables, JSON Lines or CSV with times in an explicit zone.
+
+Times are stored and computed in UTC; `--tz` only changes how they are shown. Tables name the zone in the
+column header and the title; JSON and CSV carry ISO-8601 times with their UTC offset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import IO, TYPE_CHECKING, Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.cli.common import fail, settings_from
+
+if TYPE_CHECKING:
+    from pipeline.config import Settings
+    from pipeline.query import CollectionResolver, Db
+
+FORMATS = ("table", "json", "csv")
+# Width for tables when stdout is not a terminal (pipes, files): wide enough that nothing is cut.
+PIPE_WIDTH = 200
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    header: str
+    kind: str = "text"  # text | time | price | int | float4
+
+
+def zone_label(zone: tzinfo, at: datetime | None = None) -> str:
+    """'UTC' or 'America/Sao_Paulo, UTC-03:00' (the offset at `at`, or now)."""
+    name = str(zone)
+    if name == "UTC":
+        return "UTC"
+    moment = (at or datetime.now(zone)).astimezone(zone)
+    offset = moment.utcoffset()
+    if offset is None:
+        return name
+    minutes = int(offset.total_seconds() // 60)
+    sign = "+" if minutes >= 0 else "-"
+    return f"{name}, UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+
+
+def iso(ts: datetime, zone: tzinfo) -> str:
+    """ISO-8601 with milliseconds and the zone's offset: 2026-01-05T10:00:00.000-03:00."""
+    return ts.astimezone(zone).isoformat(timespec="milliseconds")
+
+
+def table_time(ts: datetime, zone: tzinfo) -> str:
+    return ts.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def price_text(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if abs(value - round(value, 2)) < 1e-9:
+        return f"{value:,.2f}"
+    return f"{value:,.6f}".rstrip("0")
+
+
+def _cell(value: Any, kind: str, zone: tzinfo) -> str:
+    if value is None:
+        return "-"
+    if kind == "time":
+        return table_time(value, zone)
+    if kind == "price":
+        return price_text(value)
+    if kind == "int":
+        return f"{value:,}"
+    if kind == "float4":
+        return f"{value:,.4f}"
+    return str(value)
+
+
+def _plain(value: Any, zone: tzinfo) -> Any:
+    return iso(value, zone) if isinstance(value, datetime) else value
+
+
+def stdout_console() -> Console:
+    console = Console(highlight=False)
+    if not console.is_terminal:
+        console = Console(highlight=False, width=PIPE_WIDTH)
+    return console
+
+
+def emit(
+    rows: Iterable[Mapping[str, Any]],
+    columns: list[Column],
+    fmt: str,
+    zone: tzinfo,
+    title: str = "",
+    out: IO[str] | None = None,
+    empty: str = "no rows",
+) -> int:
+    """Print rows in the chosen format; returns the number of rows. JSON: one object per line (JSON Lines).
+    CSV and JSON stream row by row; a table is built in memory (use --limit)."""
+    stream = out or sys.stdout
+    count = 0
+    if fmt == "json":
+        for row in rows:
+            stream.write(orjson.dumps({c.key: _plain(row[c.key], zone) for c in columns}).decode() + "\n")
+            count += 1
+        return count
+    if fmt == "csv":
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow([c.key for c in columns])
+        for row in rows:
+            writer.writerow([_plain(row[c.key], zone) for c in columns])
+            count += 1
+        return count
+    zone_name = zone_label(zone)
+    table = Table()
+    for column in columns:
+        header = f"{column.header} ({zone_name})" if column.kind == "time" else column.header
+        table.add_column(header, justify="left" if column.kind in ("text", "time") else "right", no_wrap=True)
+    for row in rows:
+        table.add_row(*(_cell(row[c.key], c.kind, zone) for c in columns))
+        count += 1
+    console = stdout_console() if out is None else Console(file=out, highlight=False, width=PIPE_WIDTH)
+    # The title on its own line: a table title would wrap to the width of a narrow table.
+    if count:
+        if title:
+            console.print(title, markup=False, style="bold")
+        console.print(table)
+    else:
+        console.print(f"{title}: {empty}" if title else empty, markup=False)
+    return count
+
+
+def with_database(args: argparse.Namespace, body: Callable[[Settings, Db, CollectionResolver], int]) -> int:
+    """Load settings, run `body(settings, db, resolver)`. The client connects lazily, so a body that validates
+    its arguments first rejects bad input without touching the network. Bad input (QueryError) -> one line
+    on stderr, exit 2; MongoDB unreachable or failing -> one line, exit 1; a closed pipe (`| head`) -> 0."""
+    from pymongo.errors import PyMongoError
+
+    from pipeline.errors import describe
+    from pipeline.query import CollectionResolver, QueryError
+    from pipeline.redact import redact_uri
+    from pipeline.sink import make_client
+
+    settings = settings_from(args, logging=False)
+    where = redact_uri(settings.mongo.uri.get_secret_value())
+    try:
+        client = make_client(settings.mongo)
+    except PyMongoError as exc:  # e.g. an unparsable URI option
+        return fail(f"cannot connect to MongoDB at {where}: {describe(exc)}", 1)
+    try:
+        db = client[settings.mongo.database]
+        return body(settings, db, CollectionResolver.from_settings(db, settings))
+    except QueryError as exc:
+        return fail(str(exc), 2)
+    except PyMongoError as exc:
+        return fail(f"cannot query MongoDB at {where}: {describe(exc)}", 1)
+    except BrokenPipeError:
+        quiet_stdout()
+        return 0
+    finally:
+        client.close()
+
+
+def quiet_stdout() -> None:
+    """After the reader of a pipe went away (`| head`): no second BrokenPipeError at interpreter exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
