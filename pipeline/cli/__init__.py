@@ -17,6 +17,7 @@ from pipeline.cli import (
     cmd_produce,
     cmd_query,
     cmd_run,
+    cmd_status,
     cmd_tail,
     cmd_topics,
 )
@@ -31,6 +32,7 @@ COMMANDS = [
     cmd_export,
     cmd_topics,
     cmd_tail,
+    cmd_status,
 ]
 
 

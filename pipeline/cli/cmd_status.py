@@ -1,0 +1,100 @@
+"""`pipeline status`: per topic and partition, the consumer group's committed offset, the end offset and
+the lag, and the documents stored in MongoDB. Read-only: it never joins the group (no rebalance)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import TYPE_CHECKING
+
+from pipeline.cli.common import add_config_option, positive_float, settings_from
+
+if TYPE_CHECKING:
+    from pipeline.status import GroupStatus
+
+# Table width when stdout is not a terminal (pipes, files): wide enough that nothing is cut.
+PIPE_WIDTH = 160
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "status",
+        help="committed offsets, end offsets, lag and stored documents of the consumer group",
+        description="For the configured consumer group and topics: per partition the committed offset, the "
+        "end offset (the high watermark as reported by the broker) and the lag; per topic the number of "
+        "documents in its MongoDB collection (estimated count: collection metadata, no scan). Read-only: "
+        "it does not join the group. Exit 1 with one line if Kafka or MongoDB cannot be reached.",
+    )
+    add_config_option(parser)
+    parser.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output (default: table)"
+    )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="S",
+        help="seconds to wait for each server (default 10)",
+    )
+    parser.set_defaults(func=status)
+
+
+def status(args: argparse.Namespace) -> int:
+    import orjson
+
+    from pipeline.status import collect
+
+    settings = settings_from(args, logging=False)
+    result = collect(settings, args.timeout)
+    if args.format == "json":
+        sys.stdout.write(orjson.dumps(result.as_dict(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        _table(result)
+    return 0
+
+
+def _num(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _table(result: GroupStatus) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from pipeline.status import END_OFFSET_SOURCE
+
+    console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+    table = Table(
+        title=f"consumer group {result.group!r} · Kafka {result.kafka} · "
+        f"MongoDB {result.mongo} (database {result.database!r})",
+        caption=f"end offset: the {END_OFFSET_SOURCE}; lag = end offset - committed offset; "
+        "stored documents: estimated count of the topic's collection",
+    )
+    table.add_column("topic")
+    table.add_column("partition", justify="right")
+    table.add_column("committed offset", justify="right")
+    table.add_column("end offset (broker)", justify="right")
+    table.add_column("lag", justify="right")
+    table.add_column("stored documents", justify="right")
+    for topic in result.topics:
+        if not topic.exists:
+            stored = _num(topic.stored_documents)
+            table.add_row(topic.topic, "[yellow]no such topic[/]", "-", "-", "-", stored, end_section=True)
+            continue
+        for p in topic.partitions:
+            table.add_row(
+                topic.topic, str(p.partition), _num(p.committed), _num(p.end_offset), _num(p.lag), ""
+            )
+        stored = _num(topic.stored_documents)
+        if topic.collection and topic.collection != topic.topic:
+            stored = f"{stored} ({topic.collection})"
+        table.add_row(
+            f"[bold]{topic.topic}[/]",
+            "[bold]total[/]",
+            _num(topic.committed_total),
+            _num(topic.end_total),
+            _num(topic.lag_total),
+            f"[bold]{stored}[/]",
+            end_section=True,
+        )
+    console.print(table)

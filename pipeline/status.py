@@ -1,0 +1,223 @@
+"""Where a consumer group stands: committed offsets, end offsets and lag per partition, documents stored.
+
+Read-only and side-effect free: the consumer is created with the group id only to read the group's
+committed offsets (OffsetFetch) and the partitions' watermarks; it never subscribes, so it never joins the
+group and never triggers a rebalance of the running workers. MongoDB is asked for estimated collection counts
+(collection metadata, no scan).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from pipeline.config import Settings
+from pipeline.errors import PipelineError, describe
+from pipeline.naming import CollectionRouter, NameError_
+from pipeline.redact import redact_text, redact_uri
+
+# librdkafka's own log lines would add noise to a one-line error: they go to a silent logger.
+_QUIET = logging.getLogger("pipeline.status.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False
+
+END_OFFSET_SOURCE = "high watermark as reported by the broker"
+
+
+@dataclass
+class PartitionStatus:
+    partition: int
+    committed: int | None  # next offset the group will read; None: the group has committed nothing here
+    end_offset: int  # high watermark, as reported by the broker
+    lag: int | None  # end_offset - committed (never negative); None without a committed offset
+
+
+@dataclass
+class TopicStatus:
+    topic: str
+    exists: bool
+    collection: str | None  # None: the topic maps to no valid collection name
+    stored_documents: int | None  # estimated count of the topic's collection
+    partitions: list[PartitionStatus] = field(default_factory=list)
+
+    @property
+    def committed_total(self) -> int | None:
+        offsets = [p.committed for p in self.partitions if p.committed is not None]
+        return sum(offsets) if offsets else None
+
+    @property
+    def end_total(self) -> int:
+        return sum(p.end_offset for p in self.partitions)
+
+    @property
+    def lag_total(self) -> int | None:
+        lags = [p.lag for p in self.partitions if p.lag is not None]
+        return sum(lags) if lags else None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.update(committed_total=self.committed_total, end_total=self.end_total, lag_total=self.lag_total)
+        return data
+
+
+@dataclass
+class GroupStatus:
+    group: str
+    kafka: str
+    mongo: str  # redacted URI
+    database: str
+    topics: list[TopicStatus]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "group": self.group,
+            "kafka": self.kafka,
+            "mongo": self.mongo,
+            "database": self.database,
+            "end_offset_source": END_OFFSET_SOURCE,
+            "topics": [t.as_dict() for t in self.topics],
+        }
+
+
+def collect(settings: Settings, timeout_s: float = 10.0) -> GroupStatus:
+    """Raises PipelineError (one line, no secret) when a server cannot be reached or refuses us."""
+    offsets = _kafka_offsets(settings, timeout_s)
+    counts = _stored_counts(settings, list(offsets), timeout_s)
+    router = CollectionRouter(
+        settings.mongo.database, settings.mongo.collection_template, settings.mongo.collections
+    )
+    topics = []
+    for topic, partitions in offsets.items():
+        collection = _collection(router, topic)
+        topics.append(
+            TopicStatus(
+                topic=topic,
+                exists=partitions is not None,
+                collection=collection,
+                stored_documents=counts.get(collection) if collection else None,
+                partitions=partitions or [],
+            )
+        )
+    return GroupStatus(
+        group=settings.kafka.group_id,
+        kafka=settings.kafka.bootstrap_servers,
+        mongo=redact_uri(settings.mongo.uri.get_secret_value()),
+        database=settings.mongo.database,
+        topics=topics,
+    )
+
+
+def _collection(router: CollectionRouter, topic: str) -> str | None:
+    try:
+        return router.collection_for(topic)
+    except NameError_:
+        return None
+
+
+def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[PartitionStatus] | None]:
+    """topic -> partitions (None: the topic does not exist), for the configured topics and patterns."""
+    from pipeline.source import consumer_config
+
+    kafka = settings.kafka
+    secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
+    errors: list[KafkaError] = []
+    conf = consumer_config(kafka, error_cb=errors.append)
+    conf["logger"] = _QUIET
+    where = f"Kafka at {kafka.bootstrap_servers}"
+
+    def failure(what: str, exc: BaseException) -> PipelineError:
+        cause = errors[-1].str() if errors else describe(exc)
+        return PipelineError(f"{what}: {redact_text(cause, secrets)}")
+
+    try:
+        consumer = Consumer(conf)
+    except KafkaException as exc:
+        raise PipelineError(f"invalid Kafka configuration: {redact_text(describe(exc), secrets)}") from None
+    try:
+        try:
+            metadata = consumer.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            raise failure(f"cannot reach {where} within {timeout_s:g}s", exc) from None
+        existing = {
+            name: sorted(meta.partitions)
+            for name, meta in metadata.topics.items()
+            if meta.error is None and not name.startswith("__")
+        }
+        topics: dict[str, list[int] | None] = {}
+        for configured in kafka.topics:
+            if configured.startswith("^"):
+                pattern = re.compile(configured)
+                for name in sorted(existing):
+                    if pattern.search(name):
+                        topics[name] = existing[name]
+            else:
+                topics[configured] = existing.get(configured)
+        tps = [TopicPartition(t, p) for t, parts in topics.items() for p in parts or []]
+        try:
+            committed = {
+                (tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=timeout_s)
+            }
+        except KafkaException as exc:
+            what = f"cannot read the committed offsets of group {kafka.group_id!r} from {where}"
+            raise failure(what, exc) from None
+        result: dict[str, list[PartitionStatus] | None] = {}
+        for topic, parts in topics.items():
+            if parts is None:
+                result[topic] = None
+                continue
+            statuses: list[PartitionStatus] = []
+            for partition in parts:
+                try:
+                    _low, high = consumer.get_watermark_offsets(
+                        TopicPartition(topic, partition), timeout=timeout_s, cached=False
+                    )
+                except KafkaException as exc:
+                    what = f"cannot read the end offset of {topic}[{partition}] from {where}"
+                    raise failure(what, exc) from None
+                offset = committed.get((topic, partition), -1)
+                done = offset if offset >= 0 else None
+                lag = max(0, high - done) if done is not None else None
+                statuses.append(PartitionStatus(partition, done, high, lag))
+            result[topic] = statuses
+        return result
+    finally:
+        consumer.close()
+
+
+def _stored_counts(settings: Settings, topics: list[str], timeout_s: float) -> dict[str, int]:
+    """collection -> estimated document count, for the collections of these topics."""
+    from pipeline.sink import MongoSink, make_client
+
+    timeout_ms = max(100, int(timeout_s * 1000))
+    client = make_client(
+        settings.mongo,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        appname="tickpipe-status",
+    )
+    sink = MongoSink(settings.mongo, client)
+    router = CollectionRouter(
+        settings.mongo.database, settings.mongo.collection_template, settings.mongo.collections
+    )
+    try:
+        sink.check_connection(timeout_s)
+        counts: dict[str, int] = {}
+        for topic in topics:
+            name = _collection(router, topic)
+            if name is not None and name not in counts:
+                counts[name] = client[settings.mongo.database][name].estimated_document_count(
+                    maxTimeMS=timeout_ms
+                )
+        return counts
+    except PipelineError:
+        raise
+    except Exception as exc:
+        raise PipelineError(
+            f"cannot count the documents in MongoDB at {sink.where}: {sink.redact(describe(exc))}"
+        ) from None
+    finally:
+        client.close()
