@@ -52,6 +52,9 @@ def consumer_config(
         # Bounded prefetch: with a backlog, librdkafka would otherwise buffer up to 64 MB per client.
         "queued.max.messages.kbytes": 16384,
         "topic.metadata.refresh.interval.ms": 30_000,
+        # A broker that holds an empty fetch for the whole wait (instead of answering as soon as data arrives)
+        # would add up to this much latency to every quiet-stream message; librdkafka's default is 500 ms.
+        "fetch.wait.max.ms": 100,
     }
     conf.update(config.consumer)
     if error_cb is not None:

@@ -44,6 +44,12 @@ log = get_logger("pipeline.worker")
 
 # How long one consume() call may block: bounds the reaction time to signals and to due batches.
 MAX_POLL_S = 0.1
+# consume(n, timeout) only returns early once it has n messages, so its timeout acts as a linger. It is kept
+# this short whenever there is something to act on soon: a batch being written (its completion is collected
+# and committed between consume() calls) or an open batch (written as soon as the writer is free). Under a
+# backlog consume() returns full batches at once and this changes nothing; on a quiet stream it keeps
+# produce->committed latency down to the write itself.
+SHORT_POLL_S = 0.005
 # How often the consumer-lag gauge is recomputed when metrics are served.
 LAG_REFRESH_S = 2.0
 
@@ -210,12 +216,16 @@ class Worker:
         wait = self.builder.seconds_until_due(now)
         timeout = MAX_POLL_S if wait is None else min(MAX_POLL_S, wait)
         room = self.builder.room()
-        messages = self.source.consume(room, timeout)
+        if self.writer.unfinished or self.builder.size:
+            want, timeout = room, min(timeout, SHORT_POLL_S)
+        else:
+            want = 1  # nothing pending: return as soon as one message arrives, the next call gathers the rest
+        messages = self.source.consume(want, timeout)
         if messages:
             self._put(messages)
         # Caught up (fewer messages than asked for) and the writer is idle: write now rather than wait out
         # max_wait_ms. Under backlog consume() returns full batches and this never fires.
-        self._caught_up = len(messages) < room
+        self._caught_up = len(messages) < want
         self._summary(now)
 
     def _put(self, messages: list[Message]) -> None:
