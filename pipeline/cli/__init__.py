@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 
 from pipeline.cli import (
+    cmd_bench,
     cmd_config,
     cmd_demo,
     cmd_export,
@@ -33,6 +34,7 @@ COMMANDS = [
     cmd_topics,
     cmd_tail,
     cmd_status,
+    cmd_bench,
 ]
 
 
