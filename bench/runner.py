@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from bench import measures
 from bench.measures import Run
 from bench.system import loadavg, machine_info
-from bench.workloads import Backlog, BenchError, Target, median, preload
+from bench.workloads import Backlog, BenchError, Target, drop_bench_databases, median, preload
 
 Progress = Callable[[int], None]
 
@@ -217,6 +217,10 @@ def _run_all(
     opts: BenchOptions, target: Target, results: BenchResults, ui: UI, peer_python: Path | None
 ) -> None:
     ui.plan(plan_steps(opts))
+    results.notes.append(
+        "each measurement writes into a fresh database, verified after the run and then dropped, so every "
+        "measurement starts on a server holding the same data"
+    )
     ui.step(f"preloading {opts.count:,} ticks", opts.count)
     backlog = preload(target, opts.count, opts.tickers, opts.partitions, progress=ui.update)
     results.backlog = {
@@ -258,12 +262,12 @@ def _run_all(
 
     for round_ in range(1, opts.repeat + 1):
         tag = f"[{round_}/{opts.repeat}]"
-        _measure(results, ui, f"{tag} ceiling A: raw consume", backlog.count, ceiling_a)
-        _measure(results, ui, f"{tag} ceiling B: raw insert", backlog.count, ceiling_b)
-        _measure(results, ui, f"{tag} naive", min(opts.naive_count, backlog.count), naive)
+        _measure(results, ui, f"{tag} ceiling A: raw consume", backlog.count, ceiling_a, target)
+        _measure(results, ui, f"{tag} ceiling B: raw insert", backlog.count, ceiling_b, target)
+        _measure(results, ui, f"{tag} naive", min(opts.naive_count, backlog.count), naive, target)
         if peer_python is not None:
-            _measure(results, ui, f"{tag} Quix Streams peer", backlog.count, quix)
-        _measure(results, ui, f"{tag} tickpipe", backlog.count, tickpipe)
+            _measure(results, ui, f"{tag} Quix Streams peer", backlog.count, quix, target)
+        _measure(results, ui, f"{tag} tickpipe", backlog.count, tickpipe, target)
     if opts.latency_seconds > 0:
         max_rate = results.median_rate("tickpipe", steady=True) or results.median_rate("tickpipe") or 100.0
         rate = opts.latency_load * max_rate
@@ -282,7 +286,7 @@ def _run_all(
             )
 
         for round_ in range(1, opts.repeat + 1):
-            _measure(results, ui, f"[{round_}/{opts.repeat}] latency at {rate:,.0f}/s", count, paced)
+            _measure(results, ui, f"[{round_}/{opts.repeat}] latency at {rate:,.0f}/s", count, paced, target)
     if opts.rss_backlog:
         ui.step(f"preloading {opts.rss_backlog:,} ticks for the RSS run", opts.rss_backlog)
         big = preload(target, opts.rss_backlog, opts.tickers, opts.partitions, progress=ui.update, seed=9)
@@ -301,16 +305,22 @@ def _run_all(
                 extra_env=opts.worker_env,
             )
 
-        _measure(results, ui, f"RSS: tickpipe draining {big.count:,}", big.count, drain)
+        _measure(results, ui, f"RSS: tickpipe draining {big.count:,}", big.count, drain, target)
     if opts.profile_to is not None:
         results.profile = _profile(target, backlog, opts, ui)
 
 
 def _measure(
-    results: BenchResults, ui: UI, title: str, total: int, call: Callable[[Callable[[int], None]], Run]
+    results: BenchResults,
+    ui: UI,
+    title: str,
+    total: int,
+    call: Callable[[Callable[[int], None]], Run],
+    target: Target,
 ) -> Run:
     ui.step(title, total)
     run = call(ui.update)
+    drop_bench_databases(target)  # verified by the measurement; the next one starts on the same server state
     run.details.setdefault("loadavg_1m_after", loadavg()[0])
     results.runs.append(run)
     steady = f", steady {run.steady_rate:,.0f}/s" if run.steady_rate else ""

@@ -110,6 +110,16 @@ def prepare_database(target: Target, database: str, collections: list[str]) -> N
             db[name].create_index(TICK_INDEX, name="symbol_1_ts_1")
 
 
+def drop_bench_databases(target: Target) -> list[str]:
+    """Drop the measurements' databases (all named bench_*), so that every measurement starts on a server
+    holding the same data: the test server slows down as it fills, which would favour whatever runs first."""
+    with target.mongo() as client:
+        names = [name for name in client.list_database_names() if name.startswith("bench_")]
+        for name in names:
+            client.drop_database(name)
+    return names
+
+
 def stored_count(target: Target, database: str, collections: list[str]) -> int:
     """Exact count (slow on the test server: a scan, ~0.2 s per 10,000 documents): never while timing."""
     with target.mongo() as client:

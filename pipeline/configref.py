@@ -46,7 +46,9 @@ DESCRIPTIONS: dict[str, str] = {
     "kafka.security.ssl_endpoint_identification": "Verify the broker host name against its certificate.",
     "kafka.consumer": "Raw librdkafka consumer properties, passed through as-is (JSON from the "
     "environment). `enable.auto.commit`, `group.id`, `bootstrap.servers` and `auto.offset.reset` are "
-    "managed by tickpipe and rejected here.",
+    "managed by tickpipe and rejected here. They override tickpipe's own defaults: "
+    "`queued.max.messages.kbytes: 16384` (bounded prefetch) and `fetch.wait.max.ms: 100` (latency on "
+    "quiet streams).",
     "kafka.producer": "Raw librdkafka producer properties (dead-letter topic producer and `pipeline "
     "produce`), passed through as-is (JSON from the environment).",
     # mongo
