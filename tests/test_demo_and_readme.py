@@ -28,6 +28,18 @@ def test_readme_quickstart_is_the_demo_and_the_test_command_and_ci_runs_the_same
         assert os.access(REPO / script, os.X_OK), f"{script} is not executable"
 
 
+def test_every_relative_link_in_the_docs_points_to_a_file() -> None:
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    broken = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(REPO)} -> {target}")
+    assert not broken, broken
+
+
 @pytest.mark.servers
 def test_pipeline_demo_runs_end_to_end_on_embedded_servers() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
