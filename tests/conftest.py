@@ -10,11 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pipeline.cli import main
 from pipeline.embedded import EmbeddedKafka, EmbeddedMongo
 from tests.harness import Scenario, Servers, unique
+from tests.query_data import Market, market_data
 
 
 @pytest.fixture(scope="session")
@@ -66,3 +69,27 @@ def own_mongo(tmp_path: Path) -> Iterator[EmbeddedMongo]:
         yield mongo
     finally:
         mongo.stop()
+
+
+@pytest.fixture(scope="module")
+def market(servers: Servers) -> Market:
+    """The query tests' known ticks, one database per test module."""
+    return market_data(servers)
+
+
+@pytest.fixture
+def cli(market: Market, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
+    """Run `pipeline ...` in-process against the market data; returns (exit code, stdout, stderr)."""
+    for name in list(os.environ):
+        if name.startswith("PIPELINE_"):
+            monkeypatch.delenv(name)
+    for name, value in market.env().items():
+        monkeypatch.setenv(name, value)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(list(argv))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -6,7 +6,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import struct
 import subprocess
 import sys
@@ -19,36 +18,12 @@ import pytest
 from pymongo import MongoClient
 
 from pipeline import query as q
-from pipeline.cli import main
 from pipeline.embedded import free_port
-from tests.harness import REPO, Servers
-from tests.query_data import Market, market_data
+from tests.harness import REPO
+from tests.query_data import Market
 
 pytestmark = pytest.mark.servers
 SAO_PAULO = ZoneInfo("America/Sao_Paulo")
-
-
-@pytest.fixture(scope="module")
-def market(servers: Servers) -> Market:
-    return market_data(servers)
-
-
-@pytest.fixture
-def cli(market: Market, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    """Run `pipeline ...` in-process against the market data; returns (exit code, stdout, stderr)."""
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
-    for name, value in market.env().items():
-        monkeypatch.setenv(name, value)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def _iso(ts: datetime, zone: Any = UTC) -> str:

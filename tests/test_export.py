@@ -24,34 +24,11 @@ from pymongo import ASCENDING, MongoClient
 
 import pipeline.export as export_module
 from pipeline import query as q
-from pipeline.cli import main
 from pipeline.export import export_ticks, iso_utc
 from tests.harness import REPO, Servers, unique
-from tests.query_data import Market, market_data, stored_doc
+from tests.query_data import Market, stored_doc
 
 pytestmark = pytest.mark.servers
-
-
-@pytest.fixture(scope="module")
-def market(servers: Servers) -> Market:
-    return market_data(servers)
-
-
-@pytest.fixture
-def cli(market: Market, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
-    for name, value in market.env().items():
-        monkeypatch.setenv(name, value)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def _read(path: Path, fmt: str) -> list[dict[str, Any]]:

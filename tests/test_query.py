@@ -14,14 +14,9 @@ from pymongo import ASCENDING, MongoClient
 from pipeline import query as q
 from pipeline.config import Settings
 from tests.harness import Servers, unique
-from tests.query_data import BASE, Market, Sent, market_data, stored_doc
+from tests.query_data import BASE, Market, Sent, stored_doc
 
 pytestmark = pytest.mark.servers
-
-
-@pytest.fixture(scope="module")
-def market(servers: Servers) -> Market:
-    return market_data(servers)
 
 
 @pytest.fixture(scope="module")

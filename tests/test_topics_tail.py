@@ -5,7 +5,6 @@ the tail's own group, Ctrl-C exits 0."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,35 +17,12 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from pipeline.cli import main
 from pipeline.embedded import free_port
-from tests.harness import REPO, Servers, committed_offsets, unique, wait_for
-from tests.query_data import Market, market_data
+from tests.harness import REPO, committed_offsets, unique, wait_for
+from tests.query_data import Market
 
 pytestmark = pytest.mark.servers
 UNSET = -1001  # librdkafka's OFFSET_INVALID: the group has no committed offset
-
-
-@pytest.fixture(scope="module")
-def market(servers: Servers) -> Market:
-    return market_data(servers)
-
-
-@pytest.fixture
-def cli(market: Market, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
-    for name, value in market.env().items():
-        monkeypatch.setenv(name, value)
-
-    def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 class Tail:
