@@ -9,7 +9,6 @@ The headline of each measurement is the median of its rounds.
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -159,20 +158,12 @@ def _round(value: float | None) -> float | None:
 @contextlib.contextmanager
 def embedded_target(workdir: Path | None = None) -> Iterator[Target]:
     """Start the Tansu broker and the SecantusDB server on free ports (stopped, data deleted, on exit)."""
-    from pipeline.embedded import EmbeddedKafka, EmbeddedMongo
+    from pipeline.embedded import embedded_servers
 
-    with contextlib.ExitStack() as stack:
-        if workdir is None:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tickpipe-bench-")))
-        kafka = EmbeddedKafka(workdir)
-        mongo = EmbeddedMongo(workdir)
-        stack.callback(kafka.stop)
-        stack.callback(mongo.stop)
-        kafka.start()
-        mongo.start()
+    with embedded_servers(workdir) as (kafka, mongo):
         assert kafka.server is not None and kafka.server.proc is not None
         assert mongo.server is not None and mongo.server.proc is not None
-        yield Target(kafka.bootstrap, mongo.uri, workdir, kafka.server.proc.pid, mongo.server.proc.pid)
+        yield Target(kafka.bootstrap, mongo.uri, kafka.workdir, kafka.server.proc.pid, mongo.server.proc.pid)
 
 
 def plan_steps(opts: BenchOptions) -> int:
