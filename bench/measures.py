@@ -44,10 +44,10 @@ from bench.workloads import (
     uid,
     wait_until,
 )
-from pipeline.admin import create_topics
-from pipeline.codec import TickSchema, make_document, make_tick_decoder
-from pipeline.producer import TickProducer
-from pipeline.source import consumer_config
+from pipeline.clients.admin import create_topics
+from pipeline.clients.source import consumer_config
+from pipeline.core.codec import TickSchema, make_document, make_tick_decoder
+from pipeline.dev.simulator import TickProducer
 
 Progress = Callable[[int], None]
 

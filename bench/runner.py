@@ -158,7 +158,7 @@ def _round(value: float | None) -> float | None:
 @contextlib.contextmanager
 def embedded_target(workdir: Path | None = None) -> Iterator[Target]:
     """Start the Tansu broker and the SecantusDB server on free ports (stopped, data deleted, on exit)."""
-    from pipeline.embedded import embedded_servers
+    from pipeline.dev.servers import embedded_servers
 
     with embedded_servers(workdir) as (kafka, mongo):
         assert kafka.server is not None and kafka.server.proc is not None

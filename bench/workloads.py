@@ -17,14 +17,14 @@ from pymongo import ASCENDING, MongoClient, WriteConcern
 from pymongo.database import Database
 from pymongo.uri_parser import parse_uri
 
-from pipeline.admin import create_topics
-from pipeline.codec import TickSchema, make_document, make_tick_decoder
-from pipeline.config import KafkaConfig
-from pipeline.errors import PipelineError
-from pipeline.producer import RandomWalk, TickProducer, encode_tick, format_ts, symbol_for_topic
+from pipeline.clients.admin import create_topics
+from pipeline.core.codec import TickSchema, make_document, make_tick_decoder
+from pipeline.core.errors import PipelineError
+from pipeline.dev.simulator import RandomWalk, TickProducer, encode_tick, format_ts, symbol_for_topic
+from pipeline.ops.config import KafkaConfig
 
 TP = tuple[str, int]
-# The index every measurement creates before it writes (tickpipe's own: pipeline.sink.TICK_INDEX).
+# The index every measurement creates before it writes (tickpipe's own: pipeline.clients.sink.TICK_INDEX).
 TICK_INDEX = [("symbol", ASCENDING), ("ts", ASCENDING)]
 WRITE_CONCERN = WriteConcern(w="majority", j=True)
 

@@ -5,3 +5,12 @@ committed only after the write is durable (w=majority, j=true by default).
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> object:
+    # `from pipeline import query` (the documented Python API) without importing the query code eagerly.
+    if name == "query":
+        from pipeline.read import query
+
+        return query
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from pipeline.cli import main
-from pipeline.embedded import EmbeddedKafka, EmbeddedMongo
+from pipeline.dev.servers import EmbeddedKafka, EmbeddedMongo
 from tests.harness import Scenario, Servers, unique
 from tests.query_data import Market, market_data
 

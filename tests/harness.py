@@ -23,10 +23,10 @@ from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from pymongo import ASCENDING, MongoClient
 from pymongo.errors import ConnectionFailure as PyMongoConnectionFailure
 
-from pipeline.admin import create_topics
-from pipeline.config import KafkaConfig, Settings
-from pipeline.producer import ProduceReport, TickProducer
-from pipeline.worker import Worker
+from pipeline.clients.admin import create_topics
+from pipeline.dev.simulator import ProduceReport, TickProducer
+from pipeline.ingest.worker import Worker
+from pipeline.ops.config import KafkaConfig, Settings
 
 TP = tuple[str, int]
 REPO = Path(__file__).resolve().parent.parent

@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pymongo import MongoClient
 
-from pipeline import query as q
-from pipeline.embedded import free_port
+from pipeline.dev.servers import free_port
+from pipeline.read import query as q
 from tests.harness import REPO
 from tests.query_data import Market
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, Settings, load_settings
+from pipeline.ops.config import ConfigError, Settings, load_settings
 from tests import deployment_rules as rules
 from tests.harness import REPO
 

@@ -22,9 +22,9 @@ import pyarrow.parquet as pq
 import pytest
 from pymongo import ASCENDING, MongoClient
 
-import pipeline.export as export_module
-from pipeline import query as q
-from pipeline.export import export_ticks, iso_utc
+import pipeline.read.export as export_module
+from pipeline.read import query as q
+from pipeline.read.export import export_ticks, iso_utc
 from tests.harness import REPO, Servers, unique
 from tests.query_data import Market, stored_doc
 

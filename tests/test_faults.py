@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.embedded import EmbeddedKafka, EmbeddedMongo, free_port
+from pipeline.dev.servers import EmbeddedKafka, EmbeddedMongo, free_port
 from tests.harness import (
     CommitMonitor,
     ProcessWorker,

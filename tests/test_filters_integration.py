@@ -11,7 +11,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from pipeline import query as q
+from pipeline.read import query as q
 from tests.harness import Scenario
 from tests.query_data import run_worker_until_committed
 

@@ -22,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from pymongo import MongoClient
 
-from pipeline.logs import JsonFormatter
+from pipeline.ops.logs import JsonFormatter
 from tests import deployment_rules as rules
 from tests.harness import REPO, Scenario, Servers, thread_worker, unique, wait_for
 
@@ -272,6 +272,6 @@ def test_the_producer_health_check_of_docker_compose_probes_the_broker(
     assert test[:2] == ["CMD", "python"]
     command = [sys.executable, *test[2:]]
     assert run_check(command, {"PIPELINE_KAFKA__BOOTSTRAP_SERVERS": servers.bootstrap}) == 0
-    from pipeline.embedded import free_port
+    from pipeline.dev.servers import free_port
 
     assert run_check(command, {"PIPELINE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}) != 0

@@ -1,4 +1,4 @@
-"""The query library (pipeline/query.py) on ticks written by the real worker, and on hand-made documents for
+"""The query library (pipeline/read/query.py) on ticks written by the real worker, and on hand-made documents for
 the edge cases: ranges, ordering, the {symbol, ts} index, OHLC bars, statistics, latest ticks, where symbols
 live, and hostile input."""
 
@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from pymongo import ASCENDING, MongoClient
 
-from pipeline import query as q
-from pipeline.config import Settings
+from pipeline.ops.config import Settings
+from pipeline.read import query as q
 from tests.harness import Servers, unique
 from tests.query_data import BASE, Market, Sent, stored_doc
 

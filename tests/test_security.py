@@ -14,9 +14,9 @@ import orjson
 import pytest
 from pymongo import MongoClient
 
-from pipeline.config import load_settings
-from pipeline.embedded import EmbeddedMongo
-from pipeline.source import consumer_config
+from pipeline.clients.source import consumer_config
+from pipeline.dev.servers import EmbeddedMongo
+from pipeline.ops.config import load_settings
 from tests.harness import (
     REPO,
     Scenario,

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.config import ConfigError, load_settings
+from pipeline.ops.config import ConfigError, load_settings
 from tests.harness import Scenario, reset_group_offsets, stored_ids, thread_worker, wait_for
 
 pytestmark = pytest.mark.servers

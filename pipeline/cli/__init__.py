@@ -61,8 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     # Imported after parsing: `--help` and usage errors stay instant.
-    from pipeline.config import ConfigError
-    from pipeline.errors import PipelineError
+    from pipeline.core.errors import PipelineError
+    from pipeline.ops.config import ConfigError
 
     try:
         return int(args.func(args))

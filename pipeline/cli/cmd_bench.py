@@ -100,7 +100,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def load_bench() -> None:
     """Make the repository's bench/ package importable, or explain why it cannot be."""
     if not (REPO / "bench" / "runner.py").is_file():
-        from pipeline.errors import PipelineError
+        from pipeline.core.errors import PipelineError
 
         raise PipelineError(
             "`pipeline bench` needs the tickpipe source checkout: the bench/ package is not part of the "
@@ -116,7 +116,7 @@ def bench(args: argparse.Namespace) -> int:
 
     from bench.report import RichUI, markdown, print_results, write_json
     from bench.runner import BenchOptions, run_bench
-    from pipeline.logs import setup_logging
+    from pipeline.ops.logs import setup_logging
 
     setup_logging("WARNING", "text")
     base = QUICK if args.quick else DEFAULTS

@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def _show(args: argparse.Namespace) -> int:
     import yaml
 
-    from pipeline.config import redacted_dump
+    from pipeline.ops.config import redacted_dump
 
     settings = settings_from(args, logging=False)
     print(yaml.safe_dump(redacted_dump(settings), sort_keys=False), end="")
@@ -46,7 +46,7 @@ def _check(args: argparse.Namespace) -> int:
 def _reference(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from pipeline.configref import render_markdown
+    from pipeline.ops.configref import render_markdown
 
     text = render_markdown()
     if args.output:

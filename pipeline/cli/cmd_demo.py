@@ -20,6 +20,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def demo(args: argparse.Namespace) -> int:
-    from pipeline.demo import demo as run_demo
+    from pipeline.dev.demo import demo as run_demo
 
     return run_demo(args)

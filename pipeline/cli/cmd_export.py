@@ -14,8 +14,8 @@ from pipeline.cli.common import add_config_option, fail, positive_float
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from pipeline.config import Settings
-    from pipeline.query import CollectionResolver, Db
+    from pipeline.ops.config import Settings
+    from pipeline.read.query import CollectionResolver, Db
 
 SUFFIXES = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -53,8 +53,8 @@ def export(args: argparse.Namespace) -> int:
 
     def body(settings: Settings, db: Db, resolver: CollectionResolver) -> int:
         from pipeline.cli.cmd_query import time_range
-        from pipeline.export import check_format, export_ticks
-        from pipeline.query import count_ticks, normalize_symbol
+        from pipeline.read.export import check_format, export_ticks
+        from pipeline.read.query import count_ticks, normalize_symbol
 
         symbol = normalize_symbol(args.symbol, settings.tick.symbol_pattern)
         start, end = time_range(args)
@@ -81,7 +81,7 @@ def export(args: argparse.Namespace) -> int:
 def _out_path(text: str) -> Path:
     from pathlib import Path
 
-    from pipeline.query import QueryError
+    from pipeline.read.query import QueryError
 
     path = Path(text)
     if path.is_dir():
@@ -92,7 +92,7 @@ def _out_path(text: str) -> Path:
 
 
 def _format_from_name(path: Path) -> str:
-    from pipeline.export import InvalidFormat
+    from pipeline.read.export import InvalidFormat
 
     fmt = SUFFIXES.get(path.suffix.lower())
     if fmt is None:

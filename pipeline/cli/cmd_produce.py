@@ -16,10 +16,10 @@ from pipeline.cli.common import (
     positive_float,
     settings_from,
 )
-from pipeline.logs import get_logger
-from pipeline.naming import NameError_, check_topic_name
+from pipeline.core.naming import NameError_, check_topic_name
+from pipeline.ops.logs import get_logger
 
-log = get_logger("pipeline.producer")
+log = get_logger("pipeline.dev.simulator")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,7 +54,7 @@ def produce(args: argparse.Namespace) -> int:
             check_topic_name(topic)
         except NameError_ as exc:
             return fail(str(exc), 2)
-    from pipeline.producer import TickProducer
+    from pipeline.dev.simulator import TickProducer
 
     settings = settings_from(args)
     producer = TickProducer(settings.kafka, args.topics, seed=args.seed, spread=args.spread)

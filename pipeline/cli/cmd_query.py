@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from datetime import datetime, tzinfo
     from pathlib import Path
 
-    from pipeline.config import Settings
-    from pipeline.query import Bar, CollectionResolver, Db
+    from pipeline.ops.config import Settings
+    from pipeline.read.query import Bar, CollectionResolver, Db
 
 TIME_HELP = (
     "ISO-8601 (naive = UTC, e.g. 2026-01-05T13:00 or 2026-01-05T10:00-03:00), now, or relative to now "
@@ -96,7 +96,7 @@ def _output(parser: argparse.ArgumentParser) -> None:
 
 def time_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
     """Parse --from/--to (QueryError on a bad value) and check from <= to, before any I/O."""
-    from pipeline.query import check_range, parse_time
+    from pipeline.read.query import check_range, parse_time
 
     start = parse_time(args.start) if args.start else None
     end = parse_time(args.end) if args.end else None
@@ -113,7 +113,7 @@ def _span(start: datetime | None, end: datetime | None, zone: tzinfo) -> str:
 
 def query_ticks(args: argparse.Namespace) -> int:
     from pipeline.cli.reading import Column, emit, with_database, zone_label
-    from pipeline.query import iter_ticks, normalize_symbol, parse_zone
+    from pipeline.read.query import iter_ticks, normalize_symbol, parse_zone
 
     columns = [
         Column("ts", "time", "time"),
@@ -156,7 +156,7 @@ BAR_KEYS = ("start", "open", "high", "low", "close", "volume", "trades", "vwap")
 
 def query_ohlc(args: argparse.Namespace) -> int:
     from pipeline.cli.reading import Column, emit, with_database, zone_label
-    from pipeline.query import check_interval, interval_delta, normalize_symbol, ohlc, parse_zone
+    from pipeline.read.query import check_interval, interval_delta, normalize_symbol, ohlc, parse_zone
 
     def body(settings: Settings, db: Db, resolver: CollectionResolver) -> int:
         symbol = normalize_symbol(args.symbol, settings.tick.symbol_pattern)
@@ -168,7 +168,7 @@ def query_ohlc(args: argparse.Namespace) -> int:
         span = _span(start, end, zone)
         title = f"{symbol} {interval} bars, {span} ({zone_label(zone)})"
         if plot is not None:
-            from pipeline.chart import ChartError, plot_ohlc
+            from pipeline.read.chart import ChartError, plot_ohlc
 
             try:
                 plot_ohlc(
@@ -210,7 +210,7 @@ def _chart_title(
     symbol: str, interval: str, bars: list[Bar], start: datetime | None, end: datetime | None, zone: tzinfo
 ) -> str:
     from pipeline.cli.reading import zone_label
-    from pipeline.query import interval_delta
+    from pipeline.read.query import interval_delta
 
     if not bars:
         return symbol
@@ -224,7 +224,7 @@ def _chart_title(
 def _plot_path(text: str) -> Path:
     from pathlib import Path
 
-    from pipeline.query import QueryError
+    from pipeline.read.query import QueryError
 
     path = Path(text)
     if path.suffix.lower() != ".png":
@@ -235,13 +235,13 @@ def _plot_path(text: str) -> Path:
 
 
 def _selected(symbols: list[str], pattern: str) -> set[str]:
-    from pipeline.query import normalize_symbol
+    from pipeline.read.query import normalize_symbol
 
     return {normalize_symbol(s, pattern) for s in symbols}
 
 
 def _check_known(wanted: set[str], found: set[str], resolver: CollectionResolver) -> None:
-    from pipeline.query import UnknownSymbol
+    from pipeline.read.query import UnknownSymbol
 
     missing = sorted(wanted - found)
     if missing:
@@ -250,7 +250,7 @@ def _check_known(wanted: set[str], found: set[str], resolver: CollectionResolver
 
 def query_stats(args: argparse.Namespace) -> int:
     from pipeline.cli.reading import Column, emit, with_database
-    from pipeline.query import parse_zone, stats
+    from pipeline.read.query import parse_zone, stats
 
     def body(settings: Settings, db: Db, resolver: CollectionResolver) -> int:
         wanted = _selected(args.symbols, settings.tick.symbol_pattern)
@@ -281,7 +281,7 @@ def query_stats(args: argparse.Namespace) -> int:
 
 def query_latest(args: argparse.Namespace) -> int:
     from pipeline.cli.reading import Column, emit, with_database
-    from pipeline.query import latest, parse_zone
+    from pipeline.read.query import latest, parse_zone
 
     def body(settings: Settings, db: Db, resolver: CollectionResolver) -> int:
         wanted = _selected(args.symbols, settings.tick.symbol_pattern)

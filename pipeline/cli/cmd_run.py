@@ -8,10 +8,10 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from pipeline.cli.common import add_config_option, settings_from
-from pipeline.logs import get_logger
+from pipeline.ops.logs import get_logger
 
 if TYPE_CHECKING:
-    from pipeline.worker import Worker
+    from pipeline.ingest.worker import Worker
 
 log = get_logger("pipeline.cli")
 
@@ -42,7 +42,7 @@ def install_signal_handlers(worker: Worker) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.worker import Worker
+    from pipeline.ingest.worker import Worker
 
     settings = settings_from(args)
     worker = Worker(settings)

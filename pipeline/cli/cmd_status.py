@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pipeline.cli.common import add_config_option, positive_float, settings_from
 
 if TYPE_CHECKING:
-    from pipeline.status import GroupStatus
+    from pipeline.read.status import GroupStatus
 
 # Table width when stdout is not a terminal (pipes, files): wide enough that nothing is cut.
 PIPE_WIDTH = 160
@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def status(args: argparse.Namespace) -> int:
     import orjson
 
-    from pipeline.status import collect
+    from pipeline.read.status import collect
 
     settings = settings_from(args, logging=False)
     result = collect(settings, args.timeout)
@@ -61,7 +61,7 @@ def _table(result: GroupStatus) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.status import END_OFFSET_SOURCE
+    from pipeline.read.status import END_OFFSET_SOURCE
 
     console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
     table = Table(

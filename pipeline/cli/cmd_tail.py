@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def tail(args: argparse.Namespace) -> int:
     from pipeline.cli.common import settings_from
     from pipeline.cli.reading import quiet_stdout
-    from pipeline.query import QueryError, parse_zone
+    from pipeline.read.query import QueryError, parse_zone
 
     try:
         zone = parse_zone(args.tz)
@@ -60,7 +60,14 @@ def tail(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.text import Text
 
-    from pipeline.tail import ConsoleTail, TailError, TextFormatter, decoders, describe_message, format_json
+    from pipeline.read.tail import (
+        ConsoleTail,
+        TailError,
+        TextFormatter,
+        decoders,
+        describe_message,
+        format_json,
+    )
 
     settings = settings_from(args, logging=False)
     topics = args.topics or list(settings.kafka.topics)

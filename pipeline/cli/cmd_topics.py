@@ -45,9 +45,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def topics_create(args: argparse.Namespace) -> int:
-    from pipeline.admin import create_topics
     from pipeline.cli.common import settings_from
-    from pipeline.naming import NameError_, check_topic_name
+    from pipeline.clients.admin import create_topics
+    from pipeline.core.naming import NameError_, check_topic_name
 
     for name in args.names:
         try:
@@ -67,9 +67,9 @@ def topics_create(args: argparse.Namespace) -> int:
 def topics_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from pipeline.admin import list_topics
     from pipeline.cli.common import settings_from
     from pipeline.cli.reading import stdout_console
+    from pipeline.clients.admin import list_topics
 
     settings = settings_from(args, logging=False)
     topics = list_topics(settings.kafka, args.timeout, include_internal=args.all)

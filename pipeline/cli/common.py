@@ -7,7 +7,7 @@ import sys
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from pipeline.config import Settings
+    from pipeline.ops.config import Settings
 
 
 def add_config_option(parser: argparse.ArgumentParser) -> None:
@@ -22,8 +22,8 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
 
 def settings_from(args: argparse.Namespace, logging: bool = True) -> Settings:
     # Imported here: `pipeline --help` and argument errors should not pay for pydantic and the clients.
-    from pipeline.config import load_settings
-    from pipeline.logs import setup_logging
+    from pipeline.ops.config import load_settings
+    from pipeline.ops.logs import setup_logging
 
     settings = load_settings(getattr(args, "config", None))
     if logging:

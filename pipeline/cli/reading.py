@@ -23,8 +23,8 @@ from rich.table import Table
 from pipeline.cli.common import fail, settings_from
 
 if TYPE_CHECKING:
-    from pipeline.config import Settings
-    from pipeline.query import CollectionResolver, Db
+    from pipeline.ops.config import Settings
+    from pipeline.read.query import CollectionResolver, Db
 
 FORMATS = ("table", "json", "csv")
 # Width for tables when stdout is not a terminal (pipes, files): wide enough that nothing is cut.
@@ -144,10 +144,10 @@ def with_database(args: argparse.Namespace, body: Callable[[Settings, Db, Collec
     on stderr, exit 2; MongoDB unreachable or failing -> one line, exit 1; a closed pipe (`| head`) -> 0."""
     from pymongo.errors import PyMongoError
 
-    from pipeline.errors import describe
-    from pipeline.query import CollectionResolver, QueryError
-    from pipeline.redact import redact_uri
-    from pipeline.sink import make_client
+    from pipeline.clients.sink import make_client
+    from pipeline.core.errors import describe
+    from pipeline.ops.redact import redact_uri
+    from pipeline.read.query import CollectionResolver, QueryError
 
     settings = settings_from(args, logging=False)
     where = redact_uri(settings.mongo.uri.get_secret_value())

@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.batching: what a batch holds and when it is due (clock passed in)."""
+"""Unit tests for pipeline.core.batching: what a batch holds and when it is due (clock passed in)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.batching import Batch, BatchBuilder
-from pipeline.deadletter import DeadLetter
+from pipeline.core.batching import Batch, BatchBuilder
+from pipeline.core.deadletter import DeadLetter
 
 P0 = ("petr4", 0)
 P1 = ("petr4", 1)

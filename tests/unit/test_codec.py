@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.codec: decoding Kafka values into MongoDB documents."""
+"""Unit tests for pipeline.core.codec: decoding Kafka values into MongoDB documents."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from bson.binary import Binary
 from bson.codec_options import CodecOptions
 
-from pipeline.codec import (
+from pipeline.core.codec import (
     EPOCH,
     INT64_MAX,
     INT64_MIN,

@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.config: YAML + environment loading, validation and error lines, redaction."""
+"""Unit tests for pipeline.ops.config: YAML + environment loading, validation and error lines, redaction."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import yaml
 from pydantic import SecretStr
 
-from pipeline.config import (
+from pipeline.ops.config import (
     ConfigError,
     Settings,
     env_var_for,

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel, Field
 
-from pipeline import configref
-from pipeline.config import KafkaConfig, MongoConfig, Settings, TopicOptions
+from pipeline.ops import configref
+from pipeline.ops.config import KafkaConfig, MongoConfig, Settings, TopicOptions
 from tests import deployment_rules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +24,7 @@ def test_docs_configuration_md_is_up_to_date_with_the_model() -> None:
 
 
 def test_every_key_has_a_description_and_no_description_is_stale() -> None:
-    assert configref.missing_descriptions() == [], "describe the new keys in pipeline/configref.py"
+    assert configref.missing_descriptions() == [], "describe the new keys in pipeline/ops/configref.py"
     assert configref.stale_descriptions() == [], "remove descriptions of keys that no longer exist"
     assert all(doc.description for doc in configref.all_keys())
 

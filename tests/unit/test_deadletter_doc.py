@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.deadletter.DeadLetter: the stored document and the Kafka headers (no servers)."""
+"""Unit tests for pipeline.core.deadletter.DeadLetter: the stored document and Kafka headers (no servers)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,13 @@ import bson
 import pytest
 from bson.binary import Binary
 
-from pipeline.codec import MAX_BSON_BYTES
-from pipeline.deadletter import HEADER_PREFIX, MAX_READABLE_COPY_BYTES, MAX_STORED_VALUE_BYTES, DeadLetter
+from pipeline.core.codec import MAX_BSON_BYTES
+from pipeline.core.deadletter import (
+    HEADER_PREFIX,
+    MAX_READABLE_COPY_BYTES,
+    MAX_STORED_VALUE_BYTES,
+    DeadLetter,
+)
 
 FAILED_AT = datetime(2024, 5, 2, 13, 0, 0, 123000, tzinfo=UTC)
 

@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.filters: validation of filter specs and the compiled predicates."""
+"""Unit tests for pipeline.core.filters: validation of filter specs and the compiled predicates."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
-from pipeline.filters import AllOf, AnyOf, Condition, FilterSpec, NotOf, Predicate, compile_filter
+from pipeline.core.filters import AllOf, AnyOf, Condition, FilterSpec, NotOf, Predicate, compile_filter
 
 ADAPTER: TypeAdapter[FilterSpec] = TypeAdapter(FilterSpec)
 

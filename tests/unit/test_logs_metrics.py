@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.logs (JSON/text formatters) and pipeline.metrics (HTTP endpoints on 127.0.0.1)."""
+"""Unit tests for pipeline.ops.logs (JSON/text formatters) and pipeline.ops.metrics (HTTP endpoints)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from datetime import datetime
 
 import pytest
 
-from pipeline.logs import JsonFormatter, TextFormatter, get_logger, setup_logging
-from pipeline.metrics import Health, Metrics, MetricsServer
+from pipeline.ops.logs import JsonFormatter, TextFormatter, get_logger, setup_logging
+from pipeline.ops.metrics import Health, Metrics, MetricsServer
 
 # --- logs ---------------------------------------------------------------------------------------------------
 
@@ -337,18 +337,18 @@ def test_health_objects_without_server() -> None:
 def test_repeated_client_errors_are_rate_limited_but_distinct_ones_are_not() -> None:
     import io
 
-    from pipeline.logs import RepeatFilter, get_logger, setup_logging
+    from pipeline.ops.logs import RepeatFilter, get_logger, setup_logging
 
     stream = io.StringIO()
     setup_logging("INFO", "json", stream)
-    flaky = get_logger("pipeline.source")
+    flaky = get_logger("pipeline.clients.source")
     for attempt in range(50):
         flaky.warning("Kafka client error", error=f"Connect failed (after {attempt}ms in state CONNECT)")
-    writer = get_logger("pipeline.writer")
+    writer = get_logger("pipeline.ingest.writer")
     for offset in range(5):
         writer.warning("message dead-lettered", topic="petr4", offset=offset)
-    get_logger("pipeline.worker").warning("not rate limited")
-    get_logger("pipeline.worker").warning("not rate limited")
+    get_logger("pipeline.ingest.worker").warning("not rate limited")
+    get_logger("pipeline.ingest.worker").warning("not rate limited")
     lines = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert sum(1 for line in lines if line["msg"] == "Kafka client error") == 1
     assert [line["offset"] for line in lines if line["msg"] == "message dead-lettered"] == [0, 1, 2, 3, 4]

@@ -1,10 +1,10 @@
-"""Unit tests for pipeline.naming (MongoDB/Kafka name rules, routing) and pipeline.redact (secret masking)."""
+"""Unit tests for pipeline.core.naming (MongoDB/Kafka name rules, routing) and pipeline.ops.redact."""
 
 from __future__ import annotations
 
 import pytest
 
-from pipeline.naming import (
+from pipeline.core.naming import (
     MAX_NAMESPACE_BYTES,
     CollectionRouter,
     NameError_,
@@ -13,7 +13,7 @@ from pipeline.naming import (
     check_topic_name,
     is_topic_pattern,
 )
-from pipeline.redact import redact_text, redact_uri
+from pipeline.ops.redact import redact_text, redact_uri
 
 # --- database names -----------------------------------------------------------------------------------------
 

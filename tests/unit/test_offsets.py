@@ -1,8 +1,8 @@
-"""Unit tests for pipeline.offsets.OffsetTracker: commit only what is durable and still owned."""
+"""Unit tests for pipeline.core.offsets.OffsetTracker: commit only what is durable and still owned."""
 
 from __future__ import annotations
 
-from pipeline.offsets import OffsetTracker
+from pipeline.core.offsets import OffsetTracker
 
 A = ("petr4", 0)
 B = ("petr4", 1)

@@ -22,9 +22,10 @@ from typing import Any, TypeVar
 from bson.binary import Binary
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_never, wait_random_exponential
 
-from pipeline.batching import TP, Batch
-from pipeline.deadletter import DeadLetter, DeadLetterWriter
-from pipeline.errors import (
+from pipeline.clients.sink import CollectionPlan, MongoSink
+from pipeline.core.batching import TP, Batch
+from pipeline.core.deadletter import DeadLetter, DeadLetterWriter
+from pipeline.core.errors import (
     Aborted,
     FatalError,
     PipelineError,
@@ -32,11 +33,10 @@ from pipeline.errors import (
     describe,
     is_transient_mongo,
 )
-from pipeline.logs import get_logger
-from pipeline.metrics import Health, Metrics
-from pipeline.sink import CollectionPlan, MongoSink
+from pipeline.ops.logs import get_logger
+from pipeline.ops.metrics import Health, Metrics
 
-log = get_logger("pipeline.writer")
+log = get_logger("pipeline.ingest.writer")
 # Dead letters are logged one line each, up to this many per batch (a flood of bad input must not flood logs).
 LOGGED_LETTERS_PER_BATCH = 10
 T = TypeVar("T")

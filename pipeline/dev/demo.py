@@ -18,17 +18,17 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from pipeline.admin import create_topics
 from pipeline.cli.common import fail
-from pipeline.config import Settings
-from pipeline.embedded import embedded_servers
-from pipeline.errors import PipelineError
-from pipeline.logs import setup_logging
-from pipeline.naming import CollectionRouter
-from pipeline.producer import TickProducer
-from pipeline.query import symbol_stats
-from pipeline.source import KafkaSource
-from pipeline.worker import Worker
+from pipeline.clients.admin import create_topics
+from pipeline.clients.source import KafkaSource
+from pipeline.core.errors import PipelineError
+from pipeline.core.naming import CollectionRouter
+from pipeline.dev.servers import embedded_servers
+from pipeline.dev.simulator import TickProducer
+from pipeline.ingest.worker import Worker
+from pipeline.ops.config import Settings
+from pipeline.ops.logs import setup_logging
+from pipeline.read.query import symbol_stats
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -125,7 +125,7 @@ def _committed(settings: Settings, expected: dict[tuple[str, int], int]) -> bool
 
 
 def _print_summary(console: Console, settings: Settings) -> None:
-    from pipeline.sink import make_client
+    from pipeline.clients.sink import make_client
 
     router = CollectionRouter(
         settings.mongo.database, settings.mongo.collection_template, settings.mongo.collections

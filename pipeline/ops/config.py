@@ -29,8 +29,8 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
-from pipeline.filters import FILTER_TAGS, FilterSpec
-from pipeline.naming import (
+from pipeline.core.filters import FILTER_TAGS, FilterSpec
+from pipeline.core.naming import (
     CollectionRouter,
     NameError_,
     check_collection_name,
@@ -617,7 +617,7 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
 
 def redacted_dump(settings: Settings) -> dict[str, Any]:
     """The effective configuration with every secret masked, for `pipeline config show` and logs."""
-    from pipeline.redact import redact_uri
+    from pipeline.ops.redact import redact_uri
 
     data = settings.model_dump(mode="json")
     data["mongo"]["uri"] = redact_uri(settings.mongo.uri.get_secret_value())

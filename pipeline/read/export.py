@@ -23,8 +23,8 @@ from typing import IO, Any, Protocol
 
 import orjson
 
-from pipeline.atomicfile import atomic_write
-from pipeline.query import Collections, Db, QueryError, Tick, iter_ticks
+from pipeline.read.atomicfile import atomic_write
+from pipeline.read.query import Collections, Db, QueryError, Tick, iter_ticks
 
 EXPORT_FORMATS = ("jsonl", "csv", "parquet")
 COLUMNS = ("symbol", "ts", "price", "volume", "topic", "partition", "offset")

@@ -18,8 +18,10 @@ from typing import Any, cast
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from pipeline.batching import TP, BatchBuilder
-from pipeline.codec import (
+from pipeline.clients.sink import CollectionPlan, MongoSink
+from pipeline.clients.source import CommitFailed, KafkaSource
+from pipeline.core.batching import TP, BatchBuilder
+from pipeline.core.codec import (
     DataError,
     Decoder,
     TickSchema,
@@ -28,19 +30,17 @@ from pipeline.codec import (
     make_document,
     make_tick_decoder,
 )
-from pipeline.config import Settings
-from pipeline.deadletter import DeadLetter, DeadLetterWriter
-from pipeline.errors import FatalError, PipelineError, PoisonMessageError, StartupError, describe
-from pipeline.filters import Predicate, compile_filter
-from pipeline.logs import get_logger
-from pipeline.metrics import Health, Metrics, MetricsServer
-from pipeline.naming import CollectionRouter, NameError_
-from pipeline.offsets import OffsetTracker
-from pipeline.sink import CollectionPlan, MongoSink
-from pipeline.source import CommitFailed, KafkaSource
-from pipeline.writer import BatchWriter, Completion
+from pipeline.core.deadletter import DeadLetter, DeadLetterWriter
+from pipeline.core.errors import FatalError, PipelineError, PoisonMessageError, StartupError, describe
+from pipeline.core.filters import Predicate, compile_filter
+from pipeline.core.naming import CollectionRouter, NameError_
+from pipeline.core.offsets import OffsetTracker
+from pipeline.ingest.writer import BatchWriter, Completion
+from pipeline.ops.config import Settings
+from pipeline.ops.logs import get_logger
+from pipeline.ops.metrics import Health, Metrics, MetricsServer
 
-log = get_logger("pipeline.worker")
+log = get_logger("pipeline.ingest.worker")
 
 # How long one consume() call may block: bounds the reaction time to signals and to due batches.
 MAX_POLL_S = 0.1
@@ -345,7 +345,7 @@ class Worker:
         dl = self.settings.errors.dead_letter
         collection = self.sink.collection(dl.collection) if dl.collection else None
         if dl.topic:
-            from pipeline.producer import producer_config
+            from pipeline.dev.simulator import producer_config
 
             conf = producer_config(self.settings.kafka, {"linger.ms": 5})
             try:

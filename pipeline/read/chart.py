@@ -10,8 +10,8 @@ from collections.abc import Sequence
 from datetime import timedelta, tzinfo
 from pathlib import Path
 
-from pipeline.atomicfile import atomic_write
-from pipeline.query import Bar
+from pipeline.read.atomicfile import atomic_write
+from pipeline.read.query import Bar
 
 MAX_BARS = 3000
 UP, DOWN = "#26a69a", "#ef5350"

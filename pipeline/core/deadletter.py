@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, Producer
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from pipeline.errors import DUPLICATE_KEY, FatalError, TransientError, is_transient_kafka
+from pipeline.core.errors import DUPLICATE_KEY, FatalError, TransientError, is_transient_kafka
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Keep dead-letter documents well under MongoDB's 16 MB limit; bigger values are kept in the Kafka DLQ whole

@@ -25,8 +25,7 @@ from pymongo.errors import (
 )
 from pymongo.read_concern import ReadConcern
 
-from pipeline.config import MongoConfig, TimeSeriesOptions
-from pipeline.errors import (
+from pipeline.core.errors import (
     DUPLICATE_KEY,
     TRANSIENT_MONGO_CODES,
     FatalError,
@@ -34,10 +33,11 @@ from pipeline.errors import (
     TransientError,
     describe,
 )
-from pipeline.logs import get_logger
-from pipeline.redact import redact_text, redact_uri
+from pipeline.ops.config import MongoConfig, TimeSeriesOptions
+from pipeline.ops.logs import get_logger
+from pipeline.ops.redact import redact_text, redact_uri
 
-log = get_logger("pipeline.sink")
+log = get_logger("pipeline.clients.sink")
 TICK_INDEX = [("symbol", ASCENDING), ("ts", ASCENDING)]
 COORDINATES_INDEX = [("_id.topic", ASCENDING), ("_id.partition", ASCENDING), ("_id.offset", ASCENDING)]
 

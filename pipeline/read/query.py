@@ -38,11 +38,11 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from pipeline.codec import TickSchema
-from pipeline.naming import CollectionRouter, NameError_, is_topic_pattern
+from pipeline.core.codec import TickSchema
+from pipeline.core.naming import CollectionRouter, NameError_, is_topic_pattern
 
 if TYPE_CHECKING:
-    from pipeline.config import Settings
+    from pipeline.ops.config import Settings
 
 Db = Database[dict[str, Any]]
 TICK_INDEX_NAME = "symbol_1_ts_1"

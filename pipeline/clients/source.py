@@ -13,12 +13,18 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
-from pipeline.config import KafkaConfig
-from pipeline.errors import StartupError, describe, is_rebalance_error, is_transient_kafka, kafka_error_of
-from pipeline.logs import get_logger
-from pipeline.redact import redact_text
+from pipeline.core.errors import (
+    StartupError,
+    describe,
+    is_rebalance_error,
+    is_transient_kafka,
+    kafka_error_of,
+)
+from pipeline.ops.config import KafkaConfig
+from pipeline.ops.logs import get_logger
+from pipeline.ops.redact import redact_text
 
-log = get_logger("pipeline.source")
+log = get_logger("pipeline.clients.source")
 TP = tuple[str, int]
 RebalanceCallback = Callable[[list[TP]], None]
 

@@ -127,7 +127,9 @@ def setup_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None) ->
     use_json = fmt == "json" or (fmt == "auto" and not stream.isatty())
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if use_json else TextFormatter())
-    handler.addFilter(RepeatFilter(prefixes=("kafka", "pipeline.source", "pipeline.writer", "pymongo")))
+    handler.addFilter(
+        RepeatFilter(prefixes=("kafka", "pipeline.clients.source", "pipeline.ingest.writer", "pymongo"))
+    )
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

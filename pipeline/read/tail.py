@@ -28,13 +28,13 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from pipeline.codec import EPOCH, DataError, Decoder, TickSchema, decode_raw, make_tick_decoder
-from pipeline.config import Settings
-from pipeline.errors import PipelineError, describe
-from pipeline.naming import is_topic_pattern
+from pipeline.core.codec import EPOCH, DataError, Decoder, TickSchema, decode_raw, make_tick_decoder
+from pipeline.core.errors import PipelineError, describe
+from pipeline.core.naming import is_topic_pattern
+from pipeline.ops.config import Settings
 
 BAD_MARKER = "!!"
-_QUIET = logging.getLogger("pipeline.tail.librdkafka")
+_QUIET = logging.getLogger("pipeline.read.tail.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
 RAW_LIMIT = 300

@@ -15,13 +15,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from pipeline.config import Settings
-from pipeline.errors import PipelineError, describe
-from pipeline.naming import CollectionRouter, NameError_
-from pipeline.redact import redact_text, redact_uri
+from pipeline.core.errors import PipelineError, describe
+from pipeline.core.naming import CollectionRouter, NameError_
+from pipeline.ops.config import Settings
+from pipeline.ops.redact import redact_text, redact_uri
 
 # librdkafka's own log lines would add noise to a one-line error: they go to a silent logger.
-_QUIET = logging.getLogger("pipeline.status.librdkafka")
+_QUIET = logging.getLogger("pipeline.read.status.librdkafka")
 _QUIET.addHandler(logging.NullHandler())
 _QUIET.propagate = False
 
@@ -120,7 +120,7 @@ def _collection(router: CollectionRouter, topic: str) -> str | None:
 
 def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[PartitionStatus] | None]:
     """topic -> partitions (None: the topic does not exist), for the configured topics and patterns."""
-    from pipeline.source import consumer_config
+    from pipeline.clients.source import consumer_config
 
     kafka = settings.kafka
     secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
@@ -190,7 +190,7 @@ def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[Parti
 
 def _stored_counts(settings: Settings, topics: list[str], timeout_s: float) -> dict[str, int]:
     """collection -> estimated document count, for the collections of these topics."""
-    from pipeline.sink import MongoSink, make_client
+    from pipeline.clients.sink import MongoSink, make_client
 
     timeout_ms = max(100, int(timeout_s * 1000))
     client = make_client(

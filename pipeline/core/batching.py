@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.deadletter import DeadLetter
+from pipeline.core.deadletter import DeadLetter
 
 TP = tuple[str, int]
 

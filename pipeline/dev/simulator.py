@@ -19,11 +19,11 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from pipeline.config import KafkaConfig
-from pipeline.errors import StartupError, describe
-from pipeline.logs import get_logger
+from pipeline.core.errors import StartupError, describe
+from pipeline.ops.config import KafkaConfig
+from pipeline.ops.logs import get_logger
 
-log = get_logger("pipeline.producer")
+log = get_logger("pipeline.dev.simulator")
 UNASSIGNED_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner decides
 
 # Rough reference prices (BRL) so the simulated series look like the real tickers.

@@ -8,8 +8,8 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from pipeline.config import KafkaConfig
-from pipeline.errors import PipelineError, describe, kafka_error_of
+from pipeline.core.errors import PipelineError, describe, kafka_error_of
+from pipeline.ops.config import KafkaConfig
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Operating the pipeline: configuration, its reference, metrics and health endpoints, logs, redaction."""
