@@ -45,7 +45,7 @@ from bench.workloads import (
     wait_until,
 )
 from pipeline.clients.admin import create_topics
-from pipeline.clients.source import consumer_config
+from pipeline.clients.kafka import consumer_config
 from pipeline.core.codec import TickSchema, make_document, make_tick_decoder
 from pipeline.dev.simulator import TickProducer
 

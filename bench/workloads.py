@@ -13,19 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, TopicPartition
-from pymongo import ASCENDING, MongoClient, WriteConcern
+from pymongo import MongoClient, WriteConcern
 from pymongo.database import Database
 from pymongo.uri_parser import parse_uri
 
 from pipeline.clients.admin import create_topics
-from pipeline.core.codec import TickSchema, make_document, make_tick_decoder
+from pipeline.core.codec import TICK_INDEX, TICK_INDEX_NAME, TickSchema, make_document, make_tick_decoder
 from pipeline.core.errors import PipelineError
-from pipeline.dev.simulator import RandomWalk, TickProducer, encode_tick, format_ts, symbol_for_topic
+from pipeline.core.timefmt import iso_utc
+from pipeline.dev.simulator import RandomWalk, TickProducer, encode_tick, symbol_for_topic
 from pipeline.ops.config import KafkaConfig
 
 TP = tuple[str, int]
-# The index every measurement creates before it writes (tickpipe's own: pipeline.clients.sink.TICK_INDEX).
-TICK_INDEX = [("symbol", ASCENDING), ("ts", ASCENDING)]
 WRITE_CONCERN = WriteConcern(w="majority", j=True)
 
 
@@ -107,7 +106,7 @@ def prepare_database(target: Target, database: str, collections: list[str]) -> N
         for name in collections:
             if db[name].estimated_document_count():
                 raise BenchError(f"{database}.{name} is not empty")
-            db[name].create_index(TICK_INDEX, name="symbol_1_ts_1")
+            db[name].create_index(TICK_INDEX, name=TICK_INDEX_NAME)  # as the worker does
 
 
 def drop_bench_databases(target: Target) -> list[str]:
@@ -184,7 +183,7 @@ def build_documents(topics: list[str], count: int, batch_size: int, partitions: 
         walk = walks[topic]
         price, volume = walk.next()
         now = datetime.now(UTC)
-        value = encode_tick(walk.symbol, price, volume, format_ts(now))
+        value = encode_tick(walk.symbol, price, volume, iso_utc(now))
         fields = decode(value)
         document = make_document(
             fields, topic, partition, offset, int(now.timestamp() * 1000), walk.symbol.encode(), ingested_at

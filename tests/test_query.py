@@ -1,6 +1,6 @@
-"""The query library (pipeline/read/query.py) on ticks written by the real worker, and on hand-made documents for
-the edge cases: ranges, ordering, the {symbol, ts} index, OHLC bars, statistics, latest ticks, where symbols
-live, and hostile input."""
+"""The query library (pipeline/read/query) on ticks written by the real worker, and on hand-made documents
+for the edge cases: ranges, ordering, the {symbol, ts} index, OHLC bars, statistics, latest ticks, where
+symbols live, and hostile input."""
 
 from __future__ import annotations
 

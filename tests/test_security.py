@@ -14,7 +14,7 @@ import orjson
 import pytest
 from pymongo import MongoClient
 
-from pipeline.clients.source import consumer_config
+from pipeline.clients.kafka import consumer_config
 from pipeline.dev.servers import EmbeddedMongo
 from pipeline.ops.config import load_settings
 from tests.harness import (

@@ -144,7 +144,7 @@ def with_database(args: argparse.Namespace, body: Callable[[Settings, Db, Collec
     on stderr, exit 2; MongoDB unreachable or failing -> one line, exit 1; a closed pipe (`| head`) -> 0."""
     from pymongo.errors import PyMongoError
 
-    from pipeline.clients.sink import make_client
+    from pipeline.clients.mongo import make_client
     from pipeline.core.errors import describe
     from pipeline.ops.redact import redact_uri
     from pipeline.read.query import CollectionResolver, QueryError

@@ -25,6 +25,8 @@ from pymongo.errors import (
 )
 from pymongo.read_concern import ReadConcern
 
+from pipeline.clients.mongo import make_client
+from pipeline.core.codec import TICK_INDEX, TICK_INDEX_NAME
 from pipeline.core.errors import (
     DUPLICATE_KEY,
     TRANSIENT_MONGO_CODES,
@@ -38,7 +40,6 @@ from pipeline.ops.logs import get_logger
 from pipeline.ops.redact import redact_text, redact_uri
 
 log = get_logger("pipeline.clients.sink")
-TICK_INDEX = [("symbol", ASCENDING), ("ts", ASCENDING)]
 COORDINATES_INDEX = [("_id.topic", ASCENDING), ("_id.partition", ASCENDING), ("_id.offset", ASCENDING)]
 
 
@@ -76,10 +77,6 @@ def _is_id_duplicate(error: Mapping[str, Any]) -> bool:
         return list(pattern) == ["_id"]
     message = str(error.get("errmsg", ""))
     return "_id_" in message or ("_id" in message and "dup key" in message)
-
-
-def make_client(config: MongoConfig, **extra: Any) -> MongoClient[dict[str, Any]]:
-    return MongoClient(config.uri.get_secret_value(), **{**config.client_kwargs(), **extra})
 
 
 class MongoSink:
@@ -132,7 +129,7 @@ class MongoSink:
         if plan.timeseries is not None:
             self._create_timeseries(plan.name, plan.timeseries)
         if self.config.create_indexes:
-            self.collection(plan.name).create_index(TICK_INDEX, name="symbol_1_ts_1")
+            self.collection(plan.name).create_index(TICK_INDEX, name=TICK_INDEX_NAME)
             if plan.deduplicate:
                 try:
                     self.collection(plan.name).create_index(COORDINATES_INDEX, name="kafka_coordinates")

@@ -9,11 +9,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
+from pipeline.clients.kafka import consumer_config
 from pipeline.core.errors import (
+    FatalError,
+    PipelineError,
     StartupError,
     describe,
     is_rebalance_error,
@@ -43,37 +45,14 @@ class CommitFailed(Exception):
         return self.error is not None and is_rebalance_error(self.error)
 
 
-def consumer_config(
-    config: KafkaConfig, error_cb: Callable[[KafkaError], None] | None = None
-) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        **config.common_librdkafka(),
-        "group.id": config.group_id,
-        "enable.auto.commit": False,
-        "auto.offset.reset": config.auto_offset_reset,
-        "session.timeout.ms": config.session_timeout_ms,
-        "heartbeat.interval.ms": max(100, config.session_timeout_ms // 4),
-        "max.poll.interval.ms": config.max_poll_interval_ms,
-        "enable.partition.eof": False,
-        # Bounded prefetch: with a backlog, librdkafka would otherwise buffer up to 64 MB per client.
-        "queued.max.messages.kbytes": 16384,
-        "topic.metadata.refresh.interval.ms": 30_000,
-        # A broker that holds an empty fetch for the whole wait (instead of answering as soon as data arrives)
-        # would add up to this much latency to every quiet-stream message; librdkafka's default is 500 ms.
-        "fetch.wait.max.ms": 100,
-    }
-    conf.update(config.consumer)
-    if error_cb is not None:
-        conf["error_cb"] = error_cb
-    return conf
-
-
 class KafkaSource:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
         self._secrets = [s.get_secret_value() for s in (config.security.sasl_password,) if s is not None]
         self._lock = threading.Lock()
         self.last_error: KafkaError | None = None
+        # Set (from librdkafka's error callback) when the client can't go on: the worker stops with it.
+        self.fatal: PipelineError | None = None
         self.brokers_down = False
         try:
             self.consumer = Consumer(consumer_config(config, self._on_error))
@@ -93,6 +72,7 @@ class KafkaSource:
             if error.code() == KafkaError._ALL_BROKERS_DOWN:
                 self.brokers_down = True
         if error.fatal():
+            self.fatal = self.fatal or FatalError(f"fatal Kafka error: {self.redact(error.str())}")
             log.error("fatal Kafka client error", error=self.redact(f"{error.name()}: {error.str()}"))
         else:
             log.warning("Kafka client error (librdkafka retries by itself)", error=self.redact(error.str()))

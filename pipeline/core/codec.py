@@ -18,7 +18,8 @@ import orjson
 from bson.binary import Binary
 from bson.datetime_ms import DatetimeMS
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+from pipeline.core.timefmt import EPOCH
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # MongoDB's maxBsonObjectSize. Values this big are measured exactly (as BSON) before they are accepted.
 MAX_BSON_BYTES = 16 * 1024 * 1024
@@ -26,6 +27,12 @@ _SIZE_CHECK_FROM = 512 * 1024
 # Fields the pipeline owns in every stored document.
 RESERVED_FIELDS = frozenset({"_id", "kafka", "ingested_at"})
 TICK_FIELDS = ("symbol", "price", "volume", "ts")
+# Symbols are stored uppercase; this is also what keeps a user-supplied symbol from being a query operator.
+SYMBOL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
+# The index every tick collection has: range queries by symbol and time (and the read side finds tick
+# collections by it).
+TICK_INDEX_NAME = "symbol_1_ts_1"
+TICK_INDEX = [("symbol", 1), ("ts", 1)]
 
 
 class DataError(Exception):
@@ -41,7 +48,7 @@ class DataError(Exception):
 class TickSchema:
     """Types and bounds of a tick: symbol pattern, price in (min_price, max_price], 0 <= volume <= max."""
 
-    symbol_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
+    symbol_pattern: str = SYMBOL_PATTERN
     min_price: float = 0.0
     max_price: float = 1e12
     max_volume: int = INT64_MAX

@@ -13,7 +13,7 @@ import base64
 import hashlib
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson.binary import Binary
@@ -22,8 +22,8 @@ from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
 from pipeline.core.errors import DUPLICATE_KEY, FatalError, TransientError, is_transient_kafka
+from pipeline.core.timefmt import EPOCH
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Keep dead-letter documents well under MongoDB's 16 MB limit; bigger values are kept in the Kafka DLQ whole
 # and in MongoDB truncated, with their length and SHA-256.
 MAX_STORED_VALUE_BYTES = 8 * 1024 * 1024

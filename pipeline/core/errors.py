@@ -28,6 +28,15 @@ _TOPOLOGY_NOISE = re.compile(r" \(configured timeouts:[^)]*\)")
 class PipelineError(Exception):
     """An error with a one-line, secret-free message meant for the operator."""
 
+    # The process exit code when this error ends a command (the one place exit codes are decided).
+    exit_code = 1
+
+
+class ConfigurationError(PipelineError):
+    """The configuration cannot work (bad input, or a server refuses a setting): fix it and start again."""
+
+    exit_code = 2
+
 
 class StartupError(PipelineError):
     """A server is unreachable or rejects us at start-up (bounded wait, non-zero exit)."""

@@ -22,7 +22,6 @@ from pipeline.cli.common import fail
 from pipeline.clients.admin import create_topics
 from pipeline.clients.source import KafkaSource
 from pipeline.core.errors import PipelineError
-from pipeline.core.naming import CollectionRouter
 from pipeline.dev.servers import embedded_servers
 from pipeline.dev.simulator import TickProducer
 from pipeline.ingest.worker import Worker
@@ -125,11 +124,9 @@ def _committed(settings: Settings, expected: dict[tuple[str, int], int]) -> bool
 
 
 def _print_summary(console: Console, settings: Settings) -> None:
-    from pipeline.clients.sink import make_client
+    from pipeline.clients.mongo import make_client
 
-    router = CollectionRouter(
-        settings.mongo.database, settings.mongo.collection_template, settings.mongo.collections
-    )
+    router = settings.collection_router()
     client = make_client(settings.mongo)
     try:
         stats = symbol_stats(

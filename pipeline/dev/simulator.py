@@ -19,7 +19,9 @@ from typing import Any
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from pipeline.clients.kafka import produce_waiting, producer_config
 from pipeline.core.errors import StartupError, describe
+from pipeline.core.timefmt import iso_utc
 from pipeline.ops.config import KafkaConfig
 from pipeline.ops.logs import get_logger
 
@@ -37,19 +39,6 @@ BASE_PRICES = {
     "WEGE3": 52.0,
     "MGLU3": 9.0,
 }
-
-
-def producer_config(kafka: KafkaConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    conf: dict[str, Any] = {
-        **kafka.common_librdkafka(),
-        "acks": "all",
-        "enable.idempotence": True,
-        "linger.ms": 10,
-        "message.timeout.ms": 60_000,
-    }
-    conf.update(extra or {})
-    conf.update(kafka.producer)
-    return conf
 
 
 def symbol_for_topic(topic: str) -> str:
@@ -70,10 +59,6 @@ class RandomWalk:
         self.price = max(0.01, self.price * math.exp(self.rng.gauss(0.0, self.sigma)))
         volume = 100 * max(1, int(self.rng.expovariate(1 / 5)))
         return round(self.price, 2), volume
-
-
-def format_ts(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
 
 
 def encode_tick(symbol: str, price: float, volume: int, ts: str) -> bytes:
@@ -154,24 +139,20 @@ class TickProducer:
         if value is None:
             walk = self.walks[topic]
             price, volume = walk.next()
-            value = encode_tick(walk.symbol, price, volume, format_ts(now or datetime.now(UTC)))
+            value = encode_tick(walk.symbol, price, volume, iso_utc(now or datetime.now(UTC)))
         partition = UNASSIGNED_PARTITION  # let the partitioner choose (by key)
         if self.partitions:
             n = self._next_partition[topic]
             self._next_partition[topic] = n + 1
             partition = n % self.partitions[topic]
-        while True:
-            try:
-                self.producer.produce(
-                    topic,
-                    value=value,
-                    key=self.keys.get(topic),
-                    partition=partition,
-                    on_delivery=self._delivered,
-                )
-                break
-            except BufferError:  # local queue full: serve delivery reports, then try again
-                self.producer.poll(0.05)
+        produce_waiting(
+            self.producer,
+            topic,
+            value=value,
+            key=self.keys.get(topic),
+            partition=partition,
+            on_delivery=self._delivered,
+        )
         self.report.sent += 1
 
     def run(

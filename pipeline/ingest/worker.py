@@ -33,7 +33,7 @@ from pipeline.core.codec import (
 from pipeline.core.deadletter import DeadLetter, DeadLetterWriter
 from pipeline.core.errors import FatalError, PipelineError, PoisonMessageError, StartupError, describe
 from pipeline.core.filters import Predicate, compile_filter
-from pipeline.core.naming import CollectionRouter, NameError_
+from pipeline.core.naming import NameError_, is_topic_pattern
 from pipeline.core.offsets import OffsetTracker
 from pipeline.ingest.writer import BatchWriter, Completion
 from pipeline.ops.config import Settings
@@ -91,9 +91,7 @@ class Worker:
         self.metrics_server: MetricsServer | None = None
         self.sink = sink or MongoSink(settings.mongo)
         self.source = source or KafkaSource(settings.kafka)
-        self.router = CollectionRouter(
-            settings.mongo.database, settings.mongo.collection_template, settings.mongo.collections
-        )
+        self.router = settings.collection_router()
         self.tick_decoder = make_tick_decoder(TickSchema(**settings.tick.model_dump()))
         self.tracker = OffsetTracker()
         # collection -> how it is written; shared with the writer thread (filled before batches reference it).
@@ -154,7 +152,7 @@ class Worker:
             self._shutdown()
         if self._error is not None:
             log.error("worker stopped on error", error=str(self._error))
-            return 1
+            return self._error.exit_code
         return 0
 
     def _startup(self) -> None:
@@ -169,7 +167,7 @@ class Worker:
         self.source.check_connection(timeout)
         self.health.kafka_ok = True
         # Creating the indexes now also proves we may write there (authorization), before consuming anything.
-        fixed = [t for t in self.settings.kafka.topics if not t.startswith("^")]
+        fixed = [t for t in self.settings.kafka.topics if not is_topic_pattern(t)]
         self.sink.prepare([self.plans[c] for c in (self._route(t).collection for t in fixed) if c])
         if self._serve_metrics:
             m = self.settings.metrics
@@ -197,6 +195,9 @@ class Worker:
         now = time.monotonic()
         self.health.beat()
         self.health.kafka_ok = not self.source.brokers_down
+        if self.source.fatal is not None:
+            self._error = self._error or self.source.fatal
+            return
         self._collect_completions()
         self._commit_pending(now)
         self._flush_if_due(now)
@@ -345,7 +346,7 @@ class Worker:
         dl = self.settings.errors.dead_letter
         collection = self.sink.collection(dl.collection) if dl.collection else None
         if dl.topic:
-            from pipeline.dev.simulator import producer_config
+            from pipeline.clients.kafka import producer_config
 
             conf = producer_config(self.settings.kafka, {"linger.ms": 5})
             try:

@@ -29,6 +29,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.exceptions import SettingsError
 
+from pipeline.core.codec import SYMBOL_PATTERN
 from pipeline.core.filters import FILTER_TAGS, FilterSpec
 from pipeline.core.naming import (
     CollectionRouter,
@@ -36,6 +37,7 @@ from pipeline.core.naming import (
     check_collection_name,
     check_database_name,
     check_topic_name,
+    is_topic_pattern,
 )
 
 ENV_PREFIX = "PIPELINE_"
@@ -169,7 +171,7 @@ class KafkaConfig(_Section):
     @classmethod
     def _check_topics(cls, topics: list[str]) -> list[str]:
         for topic in topics:
-            if topic.startswith("^"):
+            if is_topic_pattern(topic):
                 try:
                     re.compile(topic)
                 except re.error as exc:
@@ -365,7 +367,7 @@ class ErrorsConfig(_Section):
 class TickSchemaConfig(_Section):
     """Validation rules for ticks (format: tick)."""
 
-    symbol_pattern: str = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$"
+    symbol_pattern: str = SYMBOL_PATTERN
     min_price: float = Field(default=0.0, description="exclusive lower bound")
     max_price: float = 1e12
     max_volume: int = 2**63 - 1
@@ -472,14 +474,18 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _check_collections(self) -> Settings:
         """Every configured (non-pattern) topic must map to a valid collection name."""
-        router = CollectionRouter(self.mongo.database, self.mongo.collection_template, self.mongo.collections)
+        router = self.collection_router()
         for topic in self.kafka.topics:
-            if not topic.startswith("^"):
+            if not is_topic_pattern(topic):
                 try:
                     router.collection_for(topic)
                 except NameError_ as exc:
                     raise ValueError(f"kafka.topics: topic {topic!r} cannot be stored: {exc}") from None
         return self
+
+    def collection_router(self) -> CollectionRouter:
+        """The topic -> collection mapping these settings define."""
+        return CollectionRouter(self.mongo.database, self.mongo.collection_template, self.mongo.collections)
 
     def topic_options(self, topic: str) -> TopicOptions:
         return self.topics.get(topic) or _DEFAULT_TOPIC_OPTIONS

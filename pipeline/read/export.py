@@ -17,12 +17,13 @@ import itertools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
 
+from pipeline.core.timefmt import iso_utc
 from pipeline.read.atomicfile import atomic_write
 from pipeline.read.query import Collections, Db, QueryError, Tick, iter_ticks
 
@@ -41,11 +42,6 @@ class ExportResult:
     rows: int
     bytes: int
     seconds: float
-
-
-def iso_utc(ts: datetime) -> str:
-    ts = ts.astimezone(UTC)
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 
 class _Writer(Protocol):

@@ -38,16 +38,14 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from pipeline.core.codec import TickSchema
+from pipeline.core.codec import SYMBOL_PATTERN, TICK_INDEX_NAME
 from pipeline.core.naming import CollectionRouter, NameError_, is_topic_pattern
 
 if TYPE_CHECKING:
     from pipeline.ops.config import Settings
 
 Db = Database[dict[str, Any]]
-TICK_INDEX_NAME = "symbol_1_ts_1"
-TICK_INDEX_KEY = {"symbol": 1, "ts": 1}
-DEFAULT_SYMBOL_PATTERN: str = TickSchema().symbol_pattern
+DEFAULT_SYMBOL_PATTERN = SYMBOL_PATTERN
 # Interval name -> ($dateTrunc unit, binSize). Bars are aligned to UTC.
 INTERVALS: dict[str, tuple[str, int]] = {
     "1m": ("minute", 1),
@@ -249,7 +247,7 @@ class CollectionResolver:
         return cls(
             db,
             topics=settings.kafka.topics,
-            router=CollectionRouter(mongo.database, mongo.collection_template, mongo.collections),
+            router=settings.collection_router(),
             exclude=exclude,
             symbol_pattern=settings.tick.symbol_pattern,
         )

@@ -8,7 +8,6 @@ group and never triggers a rebalance of the running workers. MongoDB is asked fo
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -16,14 +15,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from pipeline.core.errors import PipelineError, describe
-from pipeline.core.naming import CollectionRouter, NameError_
+from pipeline.core.naming import CollectionRouter, NameError_, is_topic_pattern
 from pipeline.ops.config import Settings
 from pipeline.ops.redact import redact_text, redact_uri
-
-# librdkafka's own log lines would add noise to a one-line error: they go to a silent logger.
-_QUIET = logging.getLogger("pipeline.read.status.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 
 END_OFFSET_SOURCE = "high watermark as reported by the broker"
 
@@ -87,9 +81,7 @@ def collect(settings: Settings, timeout_s: float = 10.0) -> GroupStatus:
     """Raises PipelineError (one line, no secret) when a server cannot be reached or refuses us."""
     offsets = _kafka_offsets(settings, timeout_s)
     counts = _stored_counts(settings, list(offsets), timeout_s)
-    router = CollectionRouter(
-        settings.mongo.database, settings.mongo.collection_template, settings.mongo.collections
-    )
+    router = settings.collection_router()
     topics = []
     for topic, partitions in offsets.items():
         collection = _collection(router, topic)
@@ -120,13 +112,13 @@ def _collection(router: CollectionRouter, topic: str) -> str | None:
 
 def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[PartitionStatus] | None]:
     """topic -> partitions (None: the topic does not exist), for the configured topics and patterns."""
-    from pipeline.clients.source import consumer_config
+    from pipeline.clients.kafka import QUIET_LOGGER, consumer_config
 
     kafka = settings.kafka
     secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
     errors: list[KafkaError] = []
     conf = consumer_config(kafka, error_cb=errors.append)
-    conf["logger"] = _QUIET
+    conf["logger"] = QUIET_LOGGER  # errors are reported in one line instead
     where = f"Kafka at {kafka.bootstrap_servers}"
 
     def failure(what: str, exc: BaseException) -> PipelineError:
@@ -149,7 +141,7 @@ def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[Parti
         }
         topics: dict[str, list[int] | None] = {}
         for configured in kafka.topics:
-            if configured.startswith("^"):
+            if is_topic_pattern(configured):
                 pattern = re.compile(configured)
                 for name in sorted(existing):
                     if pattern.search(name):
@@ -190,7 +182,8 @@ def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[Parti
 
 def _stored_counts(settings: Settings, topics: list[str], timeout_s: float) -> dict[str, int]:
     """collection -> estimated document count, for the collections of these topics."""
-    from pipeline.clients.sink import MongoSink, make_client
+    from pipeline.clients.mongo import make_client
+    from pipeline.clients.sink import MongoSink
 
     timeout_ms = max(100, int(timeout_s * 1000))
     client = make_client(
@@ -200,9 +193,7 @@ def _stored_counts(settings: Settings, topics: list[str], timeout_s: float) -> d
         appname="tickpipe-status",
     )
     sink = MongoSink(settings.mongo, client)
-    router = CollectionRouter(
-        settings.mongo.database, settings.mongo.collection_template, settings.mongo.collections
-    )
+    router = settings.collection_router()
     try:
         sink.check_connection(timeout_s)
         counts: dict[str, int] = {}

@@ -9,7 +9,6 @@ Messages that are not valid ticks are printed escaped, with a marker; they never
 
 from __future__ import annotations
 
-import logging
 import re
 import sys
 import uuid
@@ -28,15 +27,14 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from pipeline.core.codec import EPOCH, DataError, Decoder, TickSchema, decode_raw, make_tick_decoder
+from pipeline.clients.kafka import QUIET_LOGGER, heartbeat_interval_ms
+from pipeline.core.codec import DataError, Decoder, TickSchema, decode_raw, make_tick_decoder
 from pipeline.core.errors import PipelineError, describe
 from pipeline.core.naming import is_topic_pattern
+from pipeline.core.timefmt import EPOCH
 from pipeline.ops.config import Settings
 
 BAD_MARKER = "!!"
-_QUIET = logging.getLogger("pipeline.read.tail.librdkafka")
-_QUIET.addHandler(logging.NullHandler())
-_QUIET.propagate = False
 RAW_LIMIT = 300
 
 
@@ -165,7 +163,7 @@ class ConsoleTail:
             **kafka.common_librdkafka(),
             # librdkafka's own log lines (one per reconnect attempt) would flood the console: dropped here;
             # errors are reported once each by `error_cb`.
-            "logger": _QUIET,
+            "logger": QUIET_LOGGER,
             "error_cb": self._on_error,
             "client.id": "tickpipe-tail",
             "enable.partition.eof": False,
@@ -181,7 +179,7 @@ class ConsoleTail:
                     "enable.auto.commit": True,  # commits the offsets stored after printing, and on close
                     "auto.offset.reset": "earliest" if from_beginning else "latest",
                     "session.timeout.ms": kafka.session_timeout_ms,
-                    "heartbeat.interval.ms": max(100, kafka.session_timeout_ms // 4),
+                    "heartbeat.interval.ms": heartbeat_interval_ms(kafka.session_timeout_ms),
                 }
             )
         try:
