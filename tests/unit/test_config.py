@@ -230,11 +230,44 @@ def test_one_dead_letter_destination_is_enough(tmp_path: Path) -> None:
 # --- error lines --------------------------------------------------------------------------------------------
 
 
-def test_unknown_yaml_key_names_the_key(tmp_path: Path) -> None:
+def test_unknown_yaml_key_names_the_key_and_the_nearest_known_one(tmp_path: Path) -> None:
     [line] = yaml_error(tmp_path, "kafka:\n  bootstrap_server: h:1\n")
     assert line == (
-        "config error: kafka.bootstrap_server: unknown key "
+        "config error: kafka.bootstrap_server: unknown key; did you mean kafka.bootstrap_servers? "
         "[file key kafka.bootstrap_server or env PIPELINE_KAFKA__BOOTSTRAP_SERVER]"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "suggested"),
+    [
+        ("kafak:\n  topics: [a]\n", "did you mean kafka?"),
+        ("mongo:\n  write_concern: {jj: true}\n", "did you mean mongo.write_concern.j?"),
+        ("topics:\n  vale3:\n    write_modle: latest\n", "did you mean topics.vale3.write_model?"),
+        ("batch:\n  max_mesages: 5\n", "did you mean batch.max_messages?"),
+    ],
+)
+def test_unknown_keys_suggest_the_nearest_key_at_their_level(
+    tmp_path: Path, text: str, suggested: str
+) -> None:
+    [line] = yaml_error(tmp_path, text)
+    assert "unknown key; " + suggested in line
+
+
+def test_an_unknown_key_far_from_any_known_one_gets_no_suggestion(tmp_path: Path) -> None:
+    [line] = yaml_error(tmp_path, "kafka:\n  zzzzzz: 1\n")
+    assert "unknown key [" in line and "did you mean" not in line
+
+
+def test_unknown_env_variables_suggest_the_nearest_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_KAFKA__BOOTSTRAP_SERVER", "h:1")
+    monkeypatch.setenv("PIPELINE_MONOG__URI", "mongodb://h/")
+    lines = config_error()
+    assert any(
+        "kafka.bootstrap_server: unknown key; did you mean kafka.bootstrap_servers?" in x for x in lines
+    )
+    assert any(
+        "PIPELINE_MONOG__URI does not match" in x and "did you mean PIPELINE_MONGO__URI?" in x for x in lines
     )
 
 
@@ -368,14 +401,17 @@ def test_managed_producer_key_is_rejected_but_others_pass(tmp_path: Path) -> Non
             "needs sasl_username and sasl_password",
         ),
         (
-            "{protocol: SASL_SSL, sasl_mechanism: PLAIN, sasl_password: p}",
+            "{protocol: SASL_SSL, sasl_mechanism: PLAIN} + env password",
             "needs sasl_username and sasl_password",
         ),
     ],
 )
 def test_sasl_protocol_requires_mechanism_and_credentials(
-    tmp_path: Path, security: str, fragment: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, security: str, fragment: str
 ) -> None:
+    security, with_password, _ = security.partition(" + env password")
+    if with_password:
+        monkeypatch.setenv("PIPELINE_KAFKA__SECURITY__SASL_PASSWORD", "p")
     [line] = yaml_error(tmp_path, f"kafka:\n  security: {security}\n")
     assert line.startswith("config error: kafka.security: ")
     assert fragment in line
@@ -420,10 +456,13 @@ def test_sasl_password_from_file(tmp_path: Path) -> None:
     assert settings.kafka.security.sasl_password.get_secret_value() == "from-file"
 
 
-def test_sasl_password_and_file_together_are_rejected(tmp_path: Path) -> None:
+def test_sasl_password_and_file_together_are_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = tmp_path / "kafka_pw"
     secret.write_text("x")
-    [line] = yaml_error(tmp_path, f"kafka:\n  security: {{sasl_password: p, sasl_password_file: {secret}}}\n")
+    monkeypatch.setenv("PIPELINE_KAFKA__SECURITY__SASL_PASSWORD", "p")
+    [line] = yaml_error(tmp_path, f"kafka:\n  security: {{sasl_password_file: {secret}}}\n")
     assert "kafka.security: set only one of sasl_password and sasl_password_file" in line
 
 
@@ -480,9 +519,12 @@ def test_mongo_password_and_uri_from_files(tmp_path: Path) -> None:
     assert kwargs["serverSelectionTimeoutMS"] == 10_000
 
 
-def test_mongo_password_and_password_file_together_are_rejected(tmp_path: Path) -> None:
+def test_mongo_password_and_password_file_together_are_rejected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "pw").write_text("x")
-    [line] = yaml_error(tmp_path, f"mongo:\n  password: p\n  password_file: {tmp_path / 'pw'}\n")
+    monkeypatch.setenv("PIPELINE_MONGO__PASSWORD", "p")
+    [line] = yaml_error(tmp_path, f"mongo:\n  password_file: {tmp_path / 'pw'}\n")
     assert "mongo: set only one of password and password_file" in line
 
 
@@ -507,6 +549,89 @@ def test_mongo_names_are_validated(tmp_path: Path, mongo: str, fragment: str) ->
     [line] = yaml_error(tmp_path, f"mongo:\n  {mongo}\n")
     assert line.startswith("config error: mongo")
     assert fragment in line
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "instead"),
+    [
+        (
+            "mongo:\n  password: hunter2-x\n",
+            "mongo.password",
+            "set PIPELINE_MONGO__PASSWORD or mongo.password_file",
+        ),
+        (
+            "kafka:\n  security: {sasl_password: hunter2-x}\n",
+            "kafka.security.sasl_password",
+            "set PIPELINE_KAFKA__SECURITY__SASL_PASSWORD or kafka.security.sasl_password_file",
+        ),
+        (
+            "kafka:\n  security: {ssl_key_password: hunter2-x}\n",
+            "kafka.security.ssl_key_password",
+            "set PIPELINE_KAFKA__SECURITY__SSL_KEY_PASSWORD",
+        ),
+        (
+            "mongo:\n  uri: 'mongodb://app:hunter2-x@db:27017/'\n",
+            "mongo.uri",
+            "set PIPELINE_MONGO__URI or mongo.uri_file",
+        ),
+        (
+            "mongo:\n  uri: 'mongodb://db/?tlsCertificateKeyFilePassword=hunter2-x'\n",
+            "mongo.uri",
+            "set PIPELINE_MONGO__URI or mongo.uri_file",
+        ),
+        (
+            "kafka:\n  consumer: {sasl.password: hunter2-x, fetch.min.bytes: 1}\n",
+            "kafka.consumer",
+            "set it in PIPELINE_KAFKA__CONSUMER (JSON",
+        ),
+        (
+            "mongo:\n  options: {tlsCertificateKeyFilePassword: hunter2-x}\n",
+            "mongo.options",
+            "set it in PIPELINE_MONGO__OPTIONS (JSON",
+        ),
+    ],
+)
+def test_secrets_in_the_yaml_file_are_refused_naming_where_they_belong(
+    tmp_path: Path, text: str, key: str, instead: str
+) -> None:
+    path = write(tmp_path, text)
+    [line] = config_error(path)
+    assert line.startswith(f"config error: {key}: ")
+    assert f"not accepted in the config file {path}; {instead}" in line
+    assert "hunter2" not in line
+
+
+def test_credential_free_values_stay_allowed_in_the_yaml_file(tmp_path: Path) -> None:
+    settings = load_yaml_config(
+        tmp_path,
+        "mongo:\n  uri: 'mongodb://db1:27017,db2:27017/?replicaSet=rs0&w=majority'\n  username: app\n"
+        "  password: null\n  password_file: ''\n  options: {appname: tickpipe}\n"
+        "kafka:\n  security: {sasl_username: svc, sasl_password: ''}\n",
+    )
+    assert settings.mongo.uri.get_secret_value().startswith("mongodb://db1:27017,")
+    # A user name alone (X.509, Kerberos) is not a credential.
+    x509 = "mongodb://CN=tickpipe@db/?authMechanism=MONGODB-X509"
+    assert load_yaml_config(tmp_path, f"mongo:\n  uri: '{x509}'\n").mongo.uri.get_secret_value() == x509
+
+
+def test_secrets_from_the_environment_merge_with_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PIPELINE_MONGO__PASSWORD", "from-env")
+    monkeypatch.setenv("PIPELINE_MONGO__URI", "mongodb://app:uri-pw@db/")
+    monkeypatch.setenv("PIPELINE_KAFKA__CONSUMER", '{"sasl.password": "c-pw"}')
+    settings = load_yaml_config(
+        tmp_path, "mongo:\n  username: app\n  database: db1\nkafka:\n  consumer: {fetch.min.bytes: 1}\n"
+    )
+    assert settings.mongo.password is not None and settings.mongo.password.get_secret_value() == "from-env"
+    assert settings.mongo.uri.get_secret_value() == "mongodb://app:uri-pw@db/"
+    assert (settings.mongo.username, settings.mongo.database) == ("app", "db1")
+    assert settings.kafka.consumer == {"fetch.min.bytes": 1, "sasl.password": "c-pw"}
+
+
+def test_secrets_refused_in_the_file_are_reported_with_other_problems(tmp_path: Path) -> None:
+    lines = yaml_error(tmp_path, "mongo:\n  password: p\nbatch:\n  max_messages: 0\n")
+    assert [line.split(":")[1].strip() for line in lines] == ["mongo.password", "batch.max_messages"]
 
 
 def test_mongo_srv_uri_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -616,17 +741,20 @@ def test_redacted_dump_masks_uri_password_and_secret_fields(monkeypatch: pytest.
     assert settings.mongo.uri.get_secret_value().startswith("mongodb://app:uri-pw@")
 
 
-def test_redacted_dump_masks_secrets_in_mongo_options(tmp_path: Path) -> None:
-    settings = load_yaml_config(
-        tmp_path, "mongo:\n  options: {tlsCertificateKeyFilePassword: kfp-secret, appname: tickpipe}\n"
-    )
+def test_redacted_dump_masks_secrets_in_mongo_options(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (In the file such an entry is refused; from the environment it merges with the file's entries.)
+    monkeypatch.setenv("PIPELINE_MONGO__OPTIONS", '{"tlsCertificateKeyFilePassword": "kfp-secret"}')
+    settings = load_yaml_config(tmp_path, "mongo:\n  options: {appname: tickpipe}\n")
     dump = redacted_dump(settings)
     assert "kfp-secret" not in repr(dump)
     assert dump["mongo"]["options"]["appname"] == "tickpipe"
 
 
-def test_redacted_dump_masks_inline_private_key(tmp_path: Path) -> None:
-    settings = load_yaml_config(tmp_path, "kafka:\n  consumer: {ssl.key.pem: PRIVATE-KEY-PEM}\n")
+def test_redacted_dump_masks_inline_private_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PIPELINE_KAFKA__CONSUMER", '{"ssl.key.pem": "PRIVATE-KEY-PEM"}')
+    settings = load_settings()
     assert "PRIVATE-KEY-PEM" not in repr(redacted_dump(settings))
 
 

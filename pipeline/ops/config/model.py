@@ -1,0 +1,695 @@
+"""The configuration model: one pydantic section per part of the pipeline, each key with its type, default,
+constraints and description (`Field(description=...)`, the one place a key is described: the reference in
+docs/configuration.md and the example config/pipeline.yaml are generated from it).
+
+Secrets are `SecretStr` (never printed) and marked with `Secret(...)`: they may come from environment
+variables or `*_file` keys, never from the YAML file (see `loading.file_secret_problems`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pipeline.core.codec import SYMBOL_PATTERN
+from pipeline.core.filters import FilterSpec
+from pipeline.core.naming import (
+    CollectionRouter,
+    NameError_,
+    check_collection_name,
+    check_database_name,
+    check_topic_name,
+    is_topic_pattern,
+)
+from pipeline.ops.config.sources import ENV_PREFIX, YamlSource
+
+# The choices the configuration declares, for code that handles them (instead of `str`).
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+OffsetReset = Literal["earliest", "latest"]
+Tolerance = Literal["none", "data"]
+TopicFormat = Literal["tick", "raw"]
+WriteModel = Literal["insert", "insert_and_latest", "latest"]
+Granularity = Literal["seconds", "minutes", "hours"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+LogFormat = Literal["auto", "json", "text"]
+
+Scalar = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Secret:
+    """Marks a secret key: accepted from its environment variable or from `file_key`, refused in the YAML
+    file. `unless_plain`: a value without credentials (a URI with no password) may stay in the file."""
+
+    file_key: str | None = None
+    unless_plain: bool = False
+
+
+@dataclass(frozen=True)
+class SecretEntries:
+    """Marks a map passed through to a client library: its entries whose key names a secret (password,
+    token, ...) are refused in the YAML file; set them through the map's environment variable (JSON)."""
+
+
+# librdkafka properties that the pipeline owns: overriding them would break commit-after-durable-write.
+_MANAGED_CONSUMER_KEYS = {
+    "enable.auto.commit": "the worker commits offsets itself, only after a durable write",
+    "enable.auto.offset.store": "the worker commits explicit offsets",
+    "bootstrap.servers": "use kafka.bootstrap_servers",
+    "group.id": "use kafka.group_id",
+    "auto.offset.reset": "use kafka.auto_offset_reset",
+}
+_MANAGED_PRODUCER_KEYS = {"bootstrap.servers": "use kafka.bootstrap_servers"}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+def _split_list(value: Any) -> Any:
+    """Lists from the environment: JSON (`["a","b"]`) or comma-separated (`a,b`)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+def _empty_is_unset(value: Any) -> Any:
+    """PIPELINE_MONGO__PASSWORD="" (as compose passes when auth is off) means "not set", not "empty"."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+def _read_secret_file(path: Path | None, key: str) -> SecretStr | None:
+    if path is None:
+        return None
+    try:
+        return SecretStr(path.read_text().strip())
+    except OSError as exc:
+        raise ValueError(f"cannot read {key} {str(path)!r}: {exc.strerror}") from None
+
+
+class KafkaSecurity(_Section):
+    """TLS and SASL for the brokers, passed to librdkafka."""
+
+    protocol: SecurityProtocol = Field("PLAINTEXT", description="Security protocol to the brokers.")
+    sasl_mechanism: SaslMechanism | None = Field(
+        None, description="SASL mechanism (required with the SASL protocols).", examples=["SCRAM-SHA-512"]
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.", examples=["tickpipe"])
+    sasl_password: Annotated[SecretStr | None, Secret(file_key="sasl_password_file")] = Field(
+        None, description="SASL password (never logged)."
+    )
+    sasl_password_file: Path | None = Field(
+        None,
+        description="File holding the SASL password (e.g. a Docker/Kubernetes secret).",
+        examples=["/run/secrets/kafka_password"],
+    )
+    ssl_ca_location: Path | None = Field(
+        None,
+        description="CA certificate(s) to verify the brokers (PEM file).",
+        examples=["/etc/ssl/kafka-ca.pem"],
+    )
+    ssl_certificate_location: Path | None = Field(
+        None, description="Client certificate for mutual TLS (PEM file).", examples=["/etc/ssl/client.pem"]
+    )
+    ssl_key_location: Path | None = Field(
+        None, description="Client private key for mutual TLS (PEM file).", examples=["/etc/ssl/client.key"]
+    )
+    ssl_key_password: Annotated[SecretStr | None, Secret()] = Field(
+        None, description="Password of the client private key (never logged)."
+    )
+    ssl_endpoint_identification: Literal["https", "none"] = Field(
+        "https", description="Verify the broker host name against its certificate."
+    )
+
+    _unset_empty = field_validator(
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+        "sasl_password_file",
+        "ssl_key_password",
+        mode="before",
+    )(_empty_is_unset)
+
+    @model_validator(mode="after")
+    def _check(self) -> KafkaSecurity:
+        from_file = _read_secret_file(self.sasl_password_file, "sasl_password_file")
+        if from_file is not None:
+            if self.sasl_password is not None:
+                raise ValueError("set only one of sasl_password and sasl_password_file")
+            self.sasl_password = from_file
+        if self.protocol.startswith("SASL"):
+            if self.sasl_mechanism is None:
+                raise ValueError(f"protocol {self.protocol} needs sasl_mechanism (PLAIN, SCRAM-SHA-256/512)")
+            if not self.sasl_username or self.sasl_password is None:
+                raise ValueError(f"protocol {self.protocol} needs sasl_username and sasl_password(_file)")
+        return self
+
+    def librdkafka(self) -> dict[str, str]:
+        conf: dict[str, str] = {"security.protocol": self.protocol}
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = str(self.ssl_ca_location)
+        if self.ssl_certificate_location:
+            conf["ssl.certificate.location"] = str(self.ssl_certificate_location)
+        if self.ssl_key_location:
+            conf["ssl.key.location"] = str(self.ssl_key_location)
+        if self.ssl_key_password is not None:
+            conf["ssl.key.password"] = self.ssl_key_password.get_secret_value()
+        if self.protocol in ("SSL", "SASL_SSL"):
+            conf["ssl.endpoint.identification.algorithm"] = self.ssl_endpoint_identification
+        return conf
+
+
+class KafkaConfig(_Section):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Kafka brokers, comma-separated `host:port` list."
+    )
+    group_id: str = Field(
+        "tickpipe", description="Consumer group: workers with the same group share the partitions."
+    )
+    client_id: str = Field("tickpipe", description="Client id reported to the brokers (logs, quotas).")
+    topics: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["petr4", "vale3"],
+        min_length=1,
+        description="Topics to consume, or regular expressions starting with `^` (e.g. `^ticks\\..*`). "
+        "From the environment: comma-separated or a JSON list.",
+    )
+    auto_offset_reset: OffsetReset = Field(
+        "earliest", description="Where a consumer group without committed offsets starts."
+    )
+    session_timeout_ms: int = Field(
+        10_000,
+        ge=1_000,
+        le=300_000,
+        description="Group session timeout: a worker silent this long loses its partitions.",
+    )
+    max_poll_interval_ms: int = Field(
+        300_000,
+        ge=10_000,
+        description="Longest time between two polls before the worker leaves the group.",
+    )
+    security: KafkaSecurity = Field(default_factory=KafkaSecurity)
+    consumer: Annotated[dict[str, Scalar], SecretEntries()] = Field(
+        default_factory=dict,
+        description="Raw librdkafka consumer properties, passed through as-is (JSON from the "
+        "environment). `enable.auto.commit`, `group.id`, `bootstrap.servers` and `auto.offset.reset` are "
+        "managed by tickpipe and rejected here. They override tickpipe's own defaults: "
+        "`queued.max.messages.kbytes: 16384` (bounded prefetch) and `fetch.wait.max.ms: 100` (latency on "
+        "quiet streams).",
+        examples=[{"fetch.min.bytes": 1024}],
+    )
+    producer: Annotated[dict[str, Scalar], SecretEntries()] = Field(
+        default_factory=dict,
+        description="Raw librdkafka producer properties (dead-letter topic producer and `pipeline "
+        "produce`), passed through as-is (JSON from the environment).",
+        examples=[{"compression.type": "zstd"}],
+    )
+
+    _split_topics = field_validator("topics", mode="before")(_split_list)
+
+    @field_validator("topics")
+    @classmethod
+    def _check_topics(cls, topics: list[str]) -> list[str]:
+        for topic in topics:
+            if is_topic_pattern(topic):
+                try:
+                    re.compile(topic)
+                except re.error as exc:
+                    raise ValueError(
+                        f"topic pattern {topic!r} is not a valid regular expression: {exc}"
+                    ) from None
+            else:
+                check_topic_name(topic)
+        return topics
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{server.strip()!r} is not host:port")
+        return value
+
+    @field_validator("consumer")
+    @classmethod
+    def _check_consumer(cls, props: dict[str, Scalar]) -> dict[str, Scalar]:
+        for key, why in _MANAGED_CONSUMER_KEYS.items():
+            if key in props:
+                raise ValueError(f"{key!r} cannot be set here: {why}")
+        return props
+
+    @field_validator("producer")
+    @classmethod
+    def _check_producer(cls, props: dict[str, Scalar]) -> dict[str, Scalar]:
+        for key, why in _MANAGED_PRODUCER_KEYS.items():
+            if key in props:
+                raise ValueError(f"{key!r} cannot be set here: {why}")
+        return props
+
+    def common_librdkafka(self) -> dict[str, Any]:
+        return {
+            "bootstrap.servers": self.bootstrap_servers,
+            "client.id": self.client_id,
+            # librdkafka's own log lines go through Python logging (structured, level-filtered).
+            "logger": logging.getLogger("kafka"),
+            **self.security.librdkafka(),
+        }
+
+
+class WriteConcernConfig(_Section):
+    w: int | str = Field(
+        "majority",
+        description="Write concern: acknowledged by this many members, or `majority`. Offsets are "
+        "committed only after this acknowledgement.",
+    )
+    j: bool = Field(True, description="Wait for the journal before acknowledging.")
+    wtimeout_ms: int = Field(
+        60_000,
+        ge=0,
+        description="Give up waiting for the write concern after this long (then retried; 0 = no limit).",
+    )
+
+    @field_validator("w")
+    @classmethod
+    def _check_w(cls, w: int | str) -> int | str:
+        if isinstance(w, str) and w.isdigit():
+            return int(w)
+        if isinstance(w, int) and w < 0:
+            raise ValueError("w must be >= 0 or 'majority'")
+        return w
+
+
+class MongoConfig(_Section):
+    uri: Annotated[SecretStr, Secret(file_key="uri_file", unless_plain=True)] = Field(
+        SecretStr("mongodb://127.0.0.1:27017/?directConnection=true"),
+        description="MongoDB connection string, always logged with the password masked. Use a replica "
+        "set (`replicaSet=...`) for `w: majority`.",
+    )
+    uri_file: Path | None = Field(
+        None,
+        description="File holding the connection string (replaces `mongo.uri`).",
+        examples=["/run/secrets/mongo_uri"],
+    )
+    username: str | None = Field(
+        None, description="User name (instead of credentials in the URI).", examples=["tickpipe"]
+    )
+    password: Annotated[SecretStr | None, Secret(file_key="password_file")] = Field(
+        None, description="Password (never logged)."
+    )
+    password_file: Path | None = Field(
+        None,
+        description="File holding the password (e.g. a Docker/Kubernetes secret).",
+        examples=["/run/secrets/mongo_password"],
+    )
+    auth_source: str | None = Field(
+        None,
+        description="Database that holds the user (MongoDB's `authSource`, usually `admin`).",
+        examples=["admin"],
+    )
+    tls: bool | None = Field(None, description="Use TLS to MongoDB (default: as the URI says).")
+    tls_ca_file: Path | None = Field(
+        None,
+        description="CA certificate(s) to verify the server (PEM file).",
+        examples=["/etc/ssl/mongo-ca.pem"],
+    )
+    tls_certificate_key_file: Path | None = Field(
+        None,
+        description="Client certificate and key for X.509 / mutual TLS (PEM file).",
+        examples=["/etc/ssl/mongo-client.pem"],
+    )
+    tls_allow_invalid_certificates: bool = Field(
+        False, description="Skip server certificate verification (testing only)."
+    )
+    database: str = Field("market", description="Database the ticks are stored in.")
+    collection_template: str = Field(
+        "{topic}", description="Collection for a topic; `{topic}` is replaced by the topic name."
+    )
+    collections: dict[str, str] = Field(
+        default_factory=dict,
+        description="Explicit topic → collection names, taking precedence over the template "
+        "(JSON from the environment).",
+        examples=[{"petr4": "ticks_petr4"}],
+    )
+    latest_collection: str = Field(
+        "latest",
+        description="Collection of the latest tick per symbol (topics with `write_model` "
+        "`insert_and_latest` or `latest`).",
+    )
+    write_concern: WriteConcernConfig = Field(default_factory=WriteConcernConfig)
+    server_selection_timeout_ms: int = Field(
+        10_000, ge=100, description="How long an operation waits for a suitable server."
+    )
+    create_indexes: bool = Field(
+        True, description="Create the `{symbol: 1, ts: 1}` index on every tick collection at start-up."
+    )
+    options: Annotated[dict[str, Scalar], SecretEntries()] = Field(
+        default_factory=dict,
+        description="Extra keyword arguments for `pymongo.MongoClient` (e.g. `compressors`, `appname`, "
+        "`maxPoolSize`; JSON from the environment).",
+        examples=[{"compressors": "zstd", "maxPoolSize": 20}],
+    )
+
+    _unset_empty = field_validator(
+        "uri_file", "username", "password", "password_file", "auth_source", "tls", mode="before"
+    )(_empty_is_unset)
+
+    @model_validator(mode="after")
+    def _check(self) -> MongoConfig:
+        uri_from_file = _read_secret_file(self.uri_file, "uri_file")
+        if uri_from_file is not None:
+            self.uri = uri_from_file
+        password_from_file = _read_secret_file(self.password_file, "password_file")
+        if password_from_file is not None:
+            if self.password is not None:
+                raise ValueError("set only one of password and password_file")
+            self.password = password_from_file
+        uri = self.uri.get_secret_value()
+        if not uri.startswith(("mongodb://", "mongodb+srv://")):
+            raise ValueError("uri must start with mongodb:// or mongodb+srv://")
+        try:
+            check_database_name(self.database)
+            for topic, name in self.collections.items():
+                check_topic_name(topic)
+                check_collection_name(name, self.database)
+            if "{topic}" not in self.collection_template:
+                raise ValueError("collection_template must contain {topic}")
+            check_collection_name(self.latest_collection, self.database)
+            check_collection_name(self.collection_template.replace("{topic}", "t"), self.database)
+        except NameError_ as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "serverSelectionTimeoutMS": self.server_selection_timeout_ms,
+            **self.options,
+        }
+        if self.username:
+            kwargs["username"] = self.username
+        if self.password is not None:
+            kwargs["password"] = self.password.get_secret_value()
+        if self.auth_source:
+            kwargs["authSource"] = self.auth_source
+        if self.tls is not None:
+            kwargs["tls"] = self.tls
+        if self.tls_ca_file:
+            kwargs["tlsCAFile"] = str(self.tls_ca_file)
+        if self.tls_certificate_key_file:
+            kwargs["tlsCertificateKeyFile"] = str(self.tls_certificate_key_file)
+        if self.tls_allow_invalid_certificates:
+            kwargs["tlsAllowInvalidCertificates"] = True
+        return kwargs
+
+
+class BatchConfig(_Section):
+    max_messages: int = Field(
+        1000, ge=1, le=100_000, description="A batch is written when it holds this many messages..."
+    )
+    max_wait_ms: int = Field(
+        200,
+        ge=1,
+        le=600_000,
+        description="...or when its first message is this old, whichever comes first.",
+    )
+    max_in_flight: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Batches handed to the writer and not yet durable; beyond this, consumption "
+        "pauses (bounded memory).",
+    )
+
+
+class RetryConfig(_Section):
+    initial_backoff_ms: int = Field(
+        100,
+        ge=1,
+        description="First wait after a transient error (exponential backoff with jitter, retried "
+        "forever, nothing committed meanwhile).",
+    )
+    max_backoff_ms: int = Field(10_000, ge=1, description="Longest wait between two retries.")
+
+    @model_validator(mode="after")
+    def _check(self) -> RetryConfig:
+        if self.max_backoff_ms < self.initial_backoff_ms:
+            raise ValueError("max_backoff_ms must be >= initial_backoff_ms")
+        return self
+
+
+class DeadLetterConfig(_Section):
+    topic: str | None = Field(
+        "{topic}.dlq",
+        description="Kafka dead-letter topic (`{topic}` = the source topic; original bytes, reason in "
+        "headers); null disables it.",
+    )
+    collection: str | None = Field(
+        "dead_letters",
+        description="MongoDB dead-letter collection in `mongo.database`; null disables it.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> DeadLetterConfig:
+        try:
+            if self.topic is not None:
+                check_topic_name(self.topic.replace("{topic}", "t"))
+            if self.collection is not None:
+                check_collection_name(self.collection)
+        except NameError_ as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+
+class ErrorsConfig(_Section):
+    tolerance: Tolerance = Field(
+        "data",
+        description="`none`: stop at the first message that can never be stored, committing nothing "
+        "past it. `data`: dead-letter such messages and keep going. Transient errors are always retried.",
+    )
+    dead_letter: DeadLetterConfig = Field(default_factory=DeadLetterConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> ErrorsConfig:
+        if (
+            self.tolerance == "data"
+            and self.dead_letter.topic is None
+            and self.dead_letter.collection is None
+        ):
+            raise ValueError(
+                "tolerance 'data' needs a dead-letter destination (dead_letter.topic or .collection)"
+            )
+        return self
+
+
+class TickSchemaConfig(_Section):
+    """Validation rules for ticks (format: tick)."""
+
+    symbol_pattern: str = Field(
+        SYMBOL_PATTERN, description="Regular expression a tick's `symbol` must match."
+    )
+    min_price: float = Field(0.0, description="Exclusive lower bound of a tick's `price`.")
+    max_price: float = Field(1e12, description="Upper bound of a tick's `price`.")
+    max_volume: int = Field(2**63 - 1, description="Upper bound of a tick's `volume`.")
+
+    @field_validator("symbol_pattern")
+    @classmethod
+    def _check_pattern(cls, pattern: str) -> str:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        return pattern
+
+
+class TimeSeriesOptions(_Section):
+    """Store the topic in a MongoDB time-series collection (timeField ts, metaField symbol)."""
+
+    granularity: Granularity = Field("seconds", description="Time-series bucketing granularity.")
+    expire_after_s: int | None = Field(
+        None,
+        ge=1,
+        description="Delete ticks older than this (`expireAfterSeconds`); null keeps them forever.",
+        examples=[2_592_000],
+    )
+
+
+class TopicOptions(_Section):
+    """Per-topic processing options, keyed by exact topic name under `topics:`."""
+
+    format: TopicFormat = Field(
+        "tick", description="`tick`: validate and store market ticks. `raw`: store any JSON object as-is."
+    )
+    filter: FilterSpec | None = Field(
+        None,
+        description="Declarative filter (`{field, op, value}` conditions combined with `all`, `any`, "
+        "`not`): only matching messages are stored; the others are counted and committed.",
+        examples=[
+            {
+                "all": [
+                    {"field": "price", "op": "gt", "value": 10},
+                    {"field": "volume", "op": "gte", "value": 100},
+                ]
+            }
+        ],
+    )
+    write_model: WriteModel = Field(
+        "insert",
+        description="`insert`: keep every tick. `insert_and_latest`: also upsert the latest tick of each "
+        "symbol into `mongo.latest_collection`. `latest`: keep only the latest tick.",
+    )
+    timeseries: TimeSeriesOptions | None = Field(
+        None,
+        description="Store the topic in a MongoDB time-series collection (timeField `ts`, metaField "
+        "`symbol`); null: a regular collection.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TopicOptions:
+        if self.format == "raw" and (self.write_model != "insert" or self.timeseries is not None):
+            raise ValueError(
+                "write_model other than insert, and timeseries, need format: tick (symbol and ts)"
+            )
+        return self
+
+    @property
+    def keeps_history(self) -> bool:
+        return self.write_model != "latest"
+
+    @property
+    def keeps_latest(self) -> bool:
+        return self.write_model != "insert"
+
+
+class WorkerConfig(_Section):
+    shutdown_timeout_s: float = Field(
+        10.0, gt=0, description="On SIGTERM/SIGINT: time allowed to flush and commit before exiting."
+    )
+    rebalance_timeout_s: float = Field(
+        15.0,
+        gt=0,
+        description="On a partition revoke: time allowed to flush and commit before the partitions move "
+        "(otherwise the work is dropped uncommitted and re-delivered).",
+    )
+    startup_timeout_s: float = Field(
+        15.0, gt=0, description="Servers unreachable at start-up: fail (exit 1) after this long."
+    )
+
+
+class LogConfig(_Section):
+    level: LogLevel = Field("INFO", description="Log level.")
+    format: LogFormat = Field(
+        "auto", description="`json` lines, readable `text`, or `auto` (JSON unless stderr is a terminal)."
+    )
+    summary_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="Interval of the progress summary log line (and of the consumer lag gauge).",
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class MetricsConfig(_Section):
+    enabled: bool = Field(
+        True, description="Serve Prometheus `/metrics`, `/healthz` (liveness) and `/readyz` (readiness)."
+    )
+    host: str = Field("127.0.0.1", description="Address the metrics server binds (`0.0.0.0` in a container).")
+    port: int = Field(
+        9108,
+        ge=0,
+        le=65535,
+        description="Port of the metrics server; 0 picks a free port (logged at start-up).",
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
+    )
+
+    kafka: KafkaConfig = Field(default_factory=KafkaConfig)
+    mongo: MongoConfig = Field(default_factory=MongoConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    errors: ErrorsConfig = Field(default_factory=ErrorsConfig)
+    tick: TickSchemaConfig = Field(default_factory=TickSchemaConfig)
+    topics: dict[str, TopicOptions] = Field(
+        default_factory=dict,
+        description="Per-topic options, keyed by exact topic name (JSON from the environment, or "
+        "`PIPELINE_TOPICS__<TOPIC>__<KEY>`). Topics not listed use the defaults below.",
+        examples=[
+            {
+                "petr4": {
+                    "write_model": "insert_and_latest",
+                    "timeseries": {"granularity": "seconds", "expire_after_s": 2_592_000},
+                },
+                "vale3": {"filter": {"field": "volume", "op": "gte", "value": 100}},
+            }
+        ],
+    )
+    worker: WorkerConfig = Field(default_factory=WorkerConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+
+    @field_validator("topics")
+    @classmethod
+    def _check_topic_keys(cls, topics: dict[str, TopicOptions]) -> dict[str, TopicOptions]:
+        for name in topics:
+            try:
+                check_topic_name(name)
+            except NameError_ as exc:
+                raise ValueError(str(exc)) from None
+        return topics
+
+    @model_validator(mode="after")
+    def _check_collections(self) -> Settings:
+        """Every configured (non-pattern) topic must map to a valid collection name."""
+        router = self.collection_router()
+        for topic in self.kafka.topics:
+            if not is_topic_pattern(topic):
+                try:
+                    router.collection_for(topic)
+                except NameError_ as exc:
+                    raise ValueError(f"kafka.topics: topic {topic!r} cannot be stored: {exc}") from None
+        return self
+
+    def collection_router(self) -> CollectionRouter:
+        """The topic -> collection mapping these settings define."""
+        return CollectionRouter(self.mongo.database, self.mongo.collection_template, self.mongo.collections)
+
+    def topic_options(self, topic: str) -> TopicOptions:
+        return self.topics.get(topic) or _DEFAULT_TOPIC_OPTIONS
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Precedence, highest first: init arguments, environment variables, the YAML file, defaults.
+        return (init_settings, env_settings, YamlSource(settings_cls))
+
+
+_DEFAULT_TOPIC_OPTIONS = TopicOptions()
