@@ -4,6 +4,7 @@ symbols live, and hostile input."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -390,3 +391,147 @@ def test_parse_time_accepts_iso_naive_utc_offsets_and_relative_times() -> None:
     assert q.parse_time("-1.5h", now) == now - timedelta(minutes=90)
     assert q.parse_time("-2d", now) == now - timedelta(days=2)
     assert q.parse_time("-1w", now) == now - timedelta(weeks=1)
+
+
+# ---- one order of ticks everywhere: ts, then partition, then offset ---------------------------------------
+
+
+def _tie_docs(collection: str, t0: datetime) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+    """Ticks of one symbol, five of them in the same millisecond on three partitions, stored in an order that
+    is neither the tick order nor its reverse; returns (documents in insertion order, expected order)."""
+    ms = timedelta(milliseconds=1)
+    rows = [  # (ts, partition, offset, price)
+        (t0, 2, 5, 10.5),
+        (t0 + ms, 0, 7, 11.0),
+        (t0, 0, 9, 10.2),
+        (t0 - ms, 1, 1, 9.0),
+        (t0, 1, 3, 10.3),
+        (t0, 0, 2, 10.1),
+        (t0, 2, 1, 10.4),
+    ]
+    docs = [stored_doc(collection, p, o, "PETR4", ts, price, 100 + o) for ts, p, o, price in rows]
+    expected = sorted(((ts, p, o, price) for ts, p, o, price in rows), key=lambda r: r[:3])
+    return docs, expected
+
+
+def _order(ticks: list[q.Tick]) -> list[tuple[Any, ...]]:
+    return [(t.ts, t.partition, t.offset, t.price) for t in ticks]
+
+
+def test_ticks_of_one_millisecond_are_in_one_order_in_every_query(scratch: Any, tmp_path: Any) -> None:
+    from pipeline.read.export import export_ticks
+
+    coll = scratch["ticks"]
+    coll.create_index([("symbol", ASCENDING), ("ts", ASCENDING)], name=q.TICK_INDEX_NAME)
+    t0 = datetime(2026, 3, 2, 13, 0, 0, 500000, tzinfo=UTC)
+    docs, expected = _tie_docs("ticks", t0)
+    coll.insert_many(docs, ordered=True)
+
+    assert _order(q.ticks(scratch, "PETR4")) == expected
+    assert _order(q.ticks(scratch, "PETR4", newest_first=True)) == expected[::-1]  # exactly the reverse
+    # A limit that cuts through the run of equal ts takes the first ones of the order, in both directions.
+    for n in range(1, len(expected) + 1):
+        assert _order(q.ticks(scratch, "PETR4", limit=n)) == expected[:n], n
+        assert _order(q.ticks(scratch, "PETR4", limit=n, newest_first=True)) == expected[::-1][:n], n
+    # Open and close of a bar, the last price of the statistics and the latest tick: the same order.
+    (bar,) = q.ohlc(scratch, "PETR4", "1m")
+    assert (bar.open, bar.close, bar.trades) == (expected[0][3], expected[-1][3], len(expected))
+    (tie_bar,) = q.ohlc(scratch, "PETR4", "1m", start=t0, end=t0 + timedelta(milliseconds=1))
+    assert (tie_bar.open, tie_bar.close) == (
+        10.1,
+        10.5,
+    )  # partition 0 offset 2 first, partition 2 offset 5 last
+    (stats,) = q.stats(scratch)
+    (latest,) = q.latest(scratch)
+    assert stats.last_price == latest.price == expected[-1][3]
+    assert (latest.ts, latest.partition, latest.offset) == expected[-1][:3]
+    # Only the ticks of the newest millisecond: latest and stats still agree.
+    coll.delete_many({"ts": {"$ne": t0}})
+    (stats,) = q.stats(scratch)
+    (latest,) = q.latest(scratch)
+    assert stats.last_price == latest.price == 10.5 and (latest.partition, latest.offset) == (2, 5)
+    # Exports: the same order.
+    out = tmp_path / "ties.jsonl"
+    export_ticks(scratch, "PETR4", out, "jsonl")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(r["partition"], r["offset"]) for r in rows] == [(0, 2), (0, 9), (1, 3), (2, 1), (2, 5)]
+
+
+def test_the_tick_order_holds_across_collections(scratch: Any) -> None:
+    t0 = datetime(2026, 3, 2, 13, 0, tzinfo=UTC)
+    for name in ("a", "b"):
+        scratch[name].create_index([("symbol", ASCENDING), ("ts", ASCENDING)], name=q.TICK_INDEX_NAME)
+    # Same millisecond in both collections; b also has the same (partition, offset) as a: topic decides.
+    scratch["a"].insert_many(
+        [stored_doc("a", 1, 4, "PETR4", t0, 1.0, 1), stored_doc("a", 0, 8, "PETR4", t0, 2.0, 1)]
+    )
+    scratch["b"].insert_many(
+        [stored_doc("b", 1, 4, "PETR4", t0, 3.0, 1), stored_doc("b", 0, 3, "PETR4", t0, 4.0, 1)]
+    )
+    expected = [(0, 3, "b"), (0, 8, "a"), (1, 4, "a"), (1, 4, "b")]
+    got = q.ticks(scratch, "PETR4")
+    assert [(t.partition, t.offset, t.topic) for t in got] == expected
+    newest = q.ticks(scratch, "PETR4", newest_first=True, limit=3)
+    assert [(t.partition, t.offset, t.topic) for t in newest] == expected[::-1][:3]
+    (bar,) = q.ohlc(scratch, "PETR4", "1h")
+    assert (bar.open, bar.close) == (4.0, 3.0)
+    (latest,) = q.latest(scratch)
+    assert (latest.topic, latest.price) == ("b", 3.0)
+    assert {s.collection: s.last_price for s in q.stats(scratch)} == {"a": 1.0, "b": 3.0}
+
+
+# ---- OHLC aligned to a time zone --------------------------------------------------------------------------
+
+
+def _local_bucket(ts: datetime, interval: str, zone: Any) -> datetime:
+    local = ts.astimezone(zone)
+    if interval == "1d":
+        local = local.replace(hour=0, minute=0, second=0, microsecond=0)
+    else:
+        local = local.replace(minute=0, second=0, microsecond=0)
+    # Midnight is never in a DST gap in these zones; `fold` keeps the two 01:00 hours of a fall-back apart.
+    return local.astimezone(UTC)
+
+
+@pytest.mark.parametrize(
+    ("zone", "interval", "first_day"),
+    [
+        ("America/New_York", "1d", datetime(2026, 3, 6, tzinfo=UTC)),  # spring forward on 2026-03-08
+        ("America/New_York", "1d", datetime(2026, 10, 30, tzinfo=UTC)),  # fall back on 2026-11-01
+        ("America/New_York", "1h", datetime(2026, 3, 7, 20, tzinfo=UTC)),
+        ("America/New_York", "1h", datetime(2026, 10, 31, 20, tzinfo=UTC)),
+        ("Asia/Kolkata", "1h", datetime(2026, 3, 6, tzinfo=UTC)),  # UTC+05:30: hours start at :30 UTC
+        ("America/Sao_Paulo", "1d", datetime(2026, 3, 6, tzinfo=UTC)),
+    ],
+)
+def test_ohlc_aligned_to_a_zone_follows_its_local_midnight_and_hours_across_dst(
+    scratch: Any, zone: str, interval: str, first_day: datetime
+) -> None:
+    coll = scratch["ticks"]
+    coll.create_index([("symbol", ASCENDING), ("ts", ASCENDING)], name=q.TICK_INDEX_NAME)
+    step = timedelta(minutes=20) if interval == "1h" else timedelta(hours=1, minutes=10)
+    count = 30 if interval == "1h" else 90
+    times = [first_day + i * step for i in range(count)]
+    coll.insert_many([stored_doc("ticks", 0, i, "VALE3", ts, 60.0 + i, 100) for i, ts in enumerate(times)])
+    tz = q.parse_zone(zone)
+    groups: dict[datetime, list[int]] = {}
+    for i, ts in enumerate(times):
+        groups.setdefault(_local_bucket(ts, interval, tz), []).append(i)
+    expected = [(start, 60.0 + ix[0], 60.0 + ix[-1], len(ix)) for start, ix in sorted(groups.items())]
+    bars = q.ohlc(scratch, "VALE3", interval, align_tz=zone)
+    assert [(b.start, b.open, b.close, b.trades) for b in bars] == expected
+    assert all(b.start.utcoffset() == timedelta(0) for b in bars)
+    if interval == "1d":
+        # Every bar starts at local midnight; a DST day is 23 or 25 hours long.
+        assert {b.start.astimezone(tz).time() for b in bars} == {datetime.min.time()}
+    # The same zone as a ZoneInfo; UTC (the default) is plain UTC alignment.
+    assert q.ohlc(scratch, "VALE3", interval, align_tz=tz) == bars
+    assert q.ohlc(scratch, "VALE3", interval, align_tz="UTC") == q.ohlc(scratch, "VALE3", interval)
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "$tz", "$$ROOT", "", "../etc/passwd", 5])
+def test_a_bad_alignment_zone_is_rejected_before_any_query(db: Any, zone: Any) -> None:
+    with pytest.raises(q.InvalidTimezone):
+        q.ohlc(db, "PETR4", "1d", align_tz=zone)
+    with pytest.raises(q.InvalidTimezone):
+        q.ohlc_pipeline("PETR4", "1d", align_tz=zone)
