@@ -40,6 +40,8 @@ WriteModel = Literal["insert", "insert_and_latest", "latest"]
 Granularity = Literal["seconds", "minutes", "hours"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 LogFormat = Literal["auto", "json", "text"]
+GroupProtocol = Literal["classic", "consumer"]
+WriteConcurrency = Literal["auto"] | Annotated[int, Field(ge=1, le=64)]
 
 Scalar = str | int | float | bool
 
@@ -66,8 +68,22 @@ _MANAGED_CONSUMER_KEYS = {
     "bootstrap.servers": "use kafka.bootstrap_servers",
     "group.id": "use kafka.group_id",
     "auto.offset.reset": "use kafka.auto_offset_reset",
+    "group.protocol": "use kafka.group_protocol",
+    "isolation.level": "tickpipe reads committed transactions only (read_uncommitted would store ticks of "
+    "aborted transactions)",
 }
-_MANAGED_PRODUCER_KEYS = {"bootstrap.servers": "use kafka.bootstrap_servers"}
+# With the consumer group protocol (KIP-848) these are decided by the broker, not the client.
+_BROKER_SIDE_CONSUMER_KEYS = {
+    "session.timeout.ms": "group.consumer.session.timeout.ms",
+    "heartbeat.interval.ms": "group.consumer.heartbeat.interval.ms",
+    "partition.assignment.strategy": "group.consumer.assignors",
+}
+_MANAGED_PRODUCER_KEYS = {
+    "bootstrap.servers": "use kafka.bootstrap_servers",
+    "acks": "dead letters are acknowledged by all in-sync replicas before their offsets are committed",
+    "enable.idempotence": "the dead-letter producer is idempotent (no duplicates on its retries)",
+    "transactional.id": "tickpipe's producers are not transactional",
+}
 
 
 class _Section(BaseModel):
@@ -193,11 +209,20 @@ class KafkaConfig(_Section):
     auto_offset_reset: OffsetReset = Field(
         "earliest", description="Where a consumer group without committed offsets starts."
     )
+    group_protocol: GroupProtocol = Field(
+        "classic",
+        description="Consumer group protocol. `classic`: the client-side rebalance protocol. `consumer`: "
+        "the protocol of KIP-848 (Kafka 4.0+): the broker assigns partitions incrementally, and the "
+        "session timeout and heartbeat interval are broker settings "
+        "(`group.consumer.session.timeout.ms`, `group.consumer.heartbeat.interval.ms`), so "
+        "`kafka.session_timeout_ms` does not apply.",
+    )
     session_timeout_ms: int = Field(
         10_000,
         ge=1_000,
         le=300_000,
-        description="Group session timeout: a worker silent this long loses its partitions.",
+        description="Group session timeout (classic protocol): a worker silent this long loses its "
+        "partitions. The broker refuses values outside its `group.min/max.session.timeout.ms`.",
     )
     max_poll_interval_ms: int = Field(
         300_000,
@@ -254,6 +279,17 @@ class KafkaConfig(_Section):
             if key in props:
                 raise ValueError(f"{key!r} cannot be set here: {why}")
         return props
+
+    @model_validator(mode="after")
+    def _check_group_protocol(self) -> KafkaConfig:
+        if self.group_protocol == "consumer":
+            for key, broker_key in _BROKER_SIDE_CONSUMER_KEYS.items():
+                if key in self.consumer:
+                    raise ValueError(
+                        f"consumer: {key!r} does not apply with group_protocol 'consumer': it is the "
+                        f"broker's {broker_key}"
+                    )
+        return self
 
     @field_validator("producer")
     @classmethod
@@ -359,6 +395,13 @@ class MongoConfig(_Section):
     create_indexes: bool = Field(
         True, description="Create the `{symbol: 1, ts: 1}` index on every tick collection at start-up."
     )
+    verify_topic_identity: bool = Field(
+        True,
+        description="Record which Kafka topic (its topic id and cluster id) each collection holds ticks "
+        "of, and stop with one line if a topic of the same name turns out to be another one (re-created, "
+        "or another cluster after a fail-over): its offsets restart and would be taken for "
+        "re-deliveries. Turn off only for offset-preserving replication.",
+    )
     options: Annotated[dict[str, Scalar], SecretEntries()] = Field(
         default_factory=dict,
         description="Extra keyword arguments for `pymongo.MongoClient` (e.g. `compressors`, `appname`, "
@@ -429,12 +472,28 @@ class BatchConfig(_Section):
         description="...or when its first message is this old, whichever comes first.",
     )
     max_in_flight: int = Field(
-        2,
+        4,
         ge=1,
         le=64,
-        description="Batches handed to the writer and not yet durable; beyond this, consumption "
-        "pauses (bounded memory).",
+        description="Batches handed to the writer and not yet durable (bounded memory). While that many "
+        "are in flight the worker waits for one to finish instead of consuming more; only if the writer "
+        "makes no progress for a while (a MongoDB outage) does it pause its partitions.",
     )
+    write_concurrency: WriteConcurrency = Field(
+        "auto",
+        description="Bulk writes sent to MongoDB at once (at most `max_in_flight`). `auto`: start at 1 "
+        "and keep a higher number only while it measurably raises throughput (a single-threaded server "
+        "is fastest with one write at a time, a replica set or sharded cluster with several); or a "
+        "fixed number.",
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BatchConfig:
+        if isinstance(self.write_concurrency, int) and self.write_concurrency > self.max_in_flight:
+            raise ValueError(
+                f"write_concurrency {self.write_concurrency} exceeds max_in_flight {self.max_in_flight}"
+            )
+        return self
 
 
 class RetryConfig(_Section):
@@ -462,6 +521,22 @@ class DeadLetterConfig(_Section):
     collection: str | None = Field(
         "dead_letters",
         description="MongoDB dead-letter collection in `mongo.database`; null disables it.",
+    )
+    create_topics: bool = Field(
+        True,
+        description="At start-up (and when a pattern subscription matches a new topic), create each "
+        "missing dead-letter topic. When false, or when the broker refuses (no CreateTopics permission), "
+        "a missing dead-letter topic stops the worker before it consumes anything, naming the topic.",
+    )
+    topic_partitions: int = Field(
+        1, ge=1, le=10_000, description="Partitions of a created dead-letter topic."
+    )
+    topic_replication_factor: int = Field(
+        -1,
+        ge=-1,
+        le=32,
+        description="Replication factor of a created dead-letter topic; -1: the broker's "
+        "`default.replication.factor`.",
     )
 
     @model_validator(mode="after")
