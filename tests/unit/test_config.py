@@ -70,7 +70,7 @@ def test_defaults_without_any_file_or_env() -> None:
     assert (settings.batch.max_messages, settings.batch.max_wait_ms, settings.batch.max_in_flight) == (
         1000,
         200,
-        2,
+        4,
     )
     assert settings.errors.tolerance == "data"
     assert settings.errors.dead_letter.topic == "{topic}.dlq"
