@@ -148,6 +148,29 @@ BAD_INPUT = {
     "plot not png": (["query", "ohlc", "PETR4", "--interval", "1h", "--plot", "chart.jpg"], "PNG"),
     "unknown stats symbol": (["query", "stats", "PETR4", "ITUB4"], "unknown symbol 'ITUB4'"),
     "unknown latest symbol": (["query", "latest", "ITUB4"], "unknown symbol 'ITUB4'"),
+    "bad align zone": (
+        ["query", "ohlc", "PETR4", "--interval", "1d", "--align-tz", "Mars/Base"],
+        "time zone",
+    ),
+    "operator as align zone": (
+        ["query", "ohlc", "PETR4", "--interval", "1d", "--align-tz", "$tz"],
+        "time zone",
+    ),
+    "nothing to plot": (
+        [
+            "query",
+            "ohlc",
+            "PETR4",
+            "--interval",
+            "1h",
+            "--from",
+            "2020-01-01",
+            "--to=2020-01-02",
+            "--plot",
+            "x.png",
+        ],
+        "no bars in the range: nothing to plot",
+    ),
 }
 
 
@@ -195,3 +218,64 @@ def test_console_script_exit_codes_and_no_traceback(market: Market) -> None:
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
     assert bad.stderr.startswith("error: invalid symbol")
+
+
+def test_relative_times_work_without_equals_sign(cli: Any, market: Market) -> None:
+    # The data is in January 2026: the last hour holds none of it; the last 400 weeks all of it.
+    code, out, err = cli("query", "ticks", "PETR4", "--from", "-1h", "--format", "json")
+    assert code == 0 and out == "", err
+    code, out, err = cli(
+        "query", "ticks", "PETR4", "--from", "-400w", "--to", "-1s", "--limit", "0", "--format", "csv"
+    )
+    assert code == 0, err
+    assert len(out.splitlines()) == 1 + len(market.ticks["PETR4"])
+    code, out, err = cli("query", "ohlc", "PETR4", "--interval", "1d", "--to", "-1.5d", "--format", "json")
+    assert code == 0 and len(out.splitlines()) == 1, err
+
+
+def test_ohlc_aligned_to_a_market_zone(cli: Any, market: Market) -> None:
+    # The ticks are 13:00-15:00 UTC on 2026-01-05: one daily bar, at UTC midnight or at Sao Paulo midnight.
+    code, out, err = cli("query", "ohlc", "PETR4", "--interval", "1d", "--format", "json")
+    assert code == 0, err
+    assert [json.loads(line)["start"] for line in out.splitlines()] == ["2026-01-05T00:00:00.000+00:00"]
+    aligned = ["query", "ohlc", "PETR4", "--interval", "1d", "--align-tz", "America/Sao_Paulo"]
+    code, out, err = cli(*aligned, "--format", "json")
+    assert code == 0, err
+    (row,) = [json.loads(line) for line in out.splitlines()]
+    assert row["start"] == "2026-01-05T00:00:00.000-03:00"  # shown in the alignment zone by default
+    assert row["trades"] == len(market.ticks["PETR4"])
+    code, out, _ = cli(*aligned, "--format", "json", "--tz", "UTC")
+    assert json.loads(out)["start"] == "2026-01-05T03:00:00.000+00:00"
+    code, out, _ = cli(*aligned)
+    assert code == 0 and "bars aligned to America/Sao_Paulo" in out
+    assert "bar start (America/Sao_Paulo, UTC-03:00)" in out and "2026-01-05 00:00:00.000" in out
+
+
+def test_a_large_table_is_cut_with_a_notice_while_json_and_csv_stream_everything(
+    cli: Any, market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipeline.cli import reading
+
+    monkeypatch.setattr(reading, "TABLE_MAX_ROWS", 50)
+    sent = market.ticks["PETR4"]
+    code, out, err = cli("query", "ticks", "PETR4", "--limit", "0", "--oldest-first")
+    assert code == 0, err
+    rows = [line for line in out.splitlines() if "│" in line and "PETR4" in line]
+    assert len(rows) == 50
+    assert "table cut at 50 rows (more rows match): use --format csv or --format json" in out
+    code, out, _ = cli("query", "ticks", "PETR4", "--limit", "50")
+    assert code == 0 and "table cut" not in out
+    assert len([line for line in out.splitlines() if "│" in line and "PETR4" in line]) == 50
+    code, out, _ = cli("query", "ticks", "PETR4", "--limit", "0", "--format", "json")
+    assert len(out.splitlines()) == len(sent)
+    code, out, _ = cli("query", "ohlc", "PETR4", "--interval", "1m")
+    assert "table cut at 50 rows" in out
+    code, out, _ = cli("query", "ohlc", "PETR4", "--interval", "1m", "--format", "csv")
+    assert len(out.splitlines()) - 1 == len({s.ts.replace(second=0, microsecond=0) for s in sent}) > 50
+
+
+def test_help_of_every_query_command_exits_0(cli: Any) -> None:
+    for argv in (["query", "--help"], ["query", "stats", "--help"], ["query", "latest", "--help"]):
+        with pytest.raises(SystemExit) as info:
+            cli(*argv)
+        assert info.value.code == 0

@@ -11,6 +11,7 @@ import pty
 import subprocess
 import sys
 import threading
+import time
 import tracemalloc
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -245,3 +246,141 @@ def test_export_bad_input_exit_2_and_no_file(cli: Any, tmp_path: Path, argv: lis
     assert list(tmp_path.iterdir()) == []
     code, _, stderr = cli("export", "PETR4", "--format", "csv", "--out", str(tmp_path / "missing" / "x.csv"))
     assert code == 2 and "does not exist" in stderr
+
+
+# ---- stdout, format and file name, exact prices, large tables ---------------------------------------------
+
+
+def _pipeline(market: Market, *argv: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *argv],
+        env=market.subprocess_env(),
+        cwd=REPO,
+        capture_output=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_export_to_stdout_writes_the_same_ticks_as_a_file(market: Market, tmp_path: Path, fmt: str) -> None:
+    file = tmp_path / f"vale3.{fmt}"
+    assert _pipeline(market, "export", "VALE3", "--out", str(file)).returncode == 0
+    result = _pipeline(market, "export", "VALE3", "--format", fmt, "--out", "-")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == file.read_bytes() if fmt != "parquet" else result.stdout[:4] == b"PAR1"
+    piped = tmp_path / f"piped.{fmt}"
+    piped.write_bytes(result.stdout)
+    assert _read(piped, fmt) == _read(file, fmt)
+    count = len(market.ticks["VALE3"])
+    assert (
+        result.stderr.decode()
+        .splitlines()[-1]
+        .startswith(f"exported {count} ticks of VALE3 to stdout ({fmt}, ")
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([file.name, piped.name])  # no file named '-'
+
+
+def test_export_to_a_closed_pipe_stops_quietly(market: Market) -> None:
+    export = subprocess.Popen(
+        [sys.executable, "-m", "pipeline", "export", "PETR4", "--format", "csv", "--out", "-"],
+        env=market.subprocess_env(),
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert export.stdout is not None and export.stderr is not None
+    header = export.stdout.readline()
+    export.stdout.close()  # like `| head -1`
+    assert export.wait(60) == 0
+    assert header == b"symbol,ts,price,volume,topic,partition,offset\n"
+    assert b"Traceback" not in export.stderr.read()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["--format", "csv", "--out", "X.parquet"],
+            "--format csv contradicts the file name 'X.parquet' (parquet)",
+        ),
+        (["--format", "jsonl", "--out", "X.CSV"], "--format jsonl contradicts the file name 'X.CSV' (csv)"),
+        (["--format", "parquet", "--out", "X.ndjson"], "contradicts the file name 'X.ndjson' (jsonl)"),
+        (["--out", "-"], "--out - (stdout) needs --format jsonl, csv or parquet"),
+    ],
+)
+def test_a_format_that_contradicts_the_file_name_is_refused(
+    cli: Any, tmp_path: Path, argv: list[str], message: str
+) -> None:
+    argv = [str(tmp_path / a) if a.startswith("X.") else a for a in argv]
+    code, stdout, stderr = cli("export", "PETR4", *argv)
+    assert code == 2 and stdout == ""
+    assert len(stderr.splitlines()) == 1 and stderr.startswith("error: ") and message in stderr, stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_format_with_an_unknown_extension_is_the_format_given(cli: Any, tmp_path: Path) -> None:
+    out = tmp_path / "petr4.txt"
+    code, _, stderr = cli("export", "PETR4", "--format", "csv", "--out", str(out))
+    assert code == 0, stderr
+    assert out.read_text().startswith("symbol,ts,price,volume,topic,partition,offset\n")
+
+
+# Doubles as a producer may have computed them (62.2 - 0.01 is not the double nearest to 62.19).
+PRICES = [62.19, 62.2 - 0.01, 0.1 + 0.2, 38.12, 1e-7, 123456789.123, 5e-324, 1.7976931348623157e308]
+
+
+def test_prices_are_written_exactly_as_stored_in_their_shortest_form(
+    cli: Any, scratch_db: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CSV and JSON carry the stored double: the shortest text that reads back as exactly that double.
+    62.19 stays '62.19'; 62.2 - 0.01 = 62.190000000000005 is another double and is written as such (rounding
+    it would change the stored value)."""
+    assert 62.2 - 0.01 != 62.19 and repr(62.2 - 0.01) == "62.190000000000005"
+    db, t0 = scratch_db
+    db["ticks"].insert_many(
+        [stored_doc("ticks", 0, i, "PETR4", t0 + timedelta(seconds=i), p, 1) for i, p in enumerate(PRICES)]
+    )
+    monkeypatch.setenv("PIPELINE_MONGO__DATABASE", db.name)
+    for fmt in ("csv", "jsonl"):
+        out = tmp_path / f"prices.{fmt}"
+        code, _, stderr = cli("export", "PETR4", "--out", str(out))
+        assert code == 0, stderr
+        if fmt == "csv":
+            texts = [row["price"] for row in csv.DictReader(out.open(newline=""))]
+            assert texts == [repr(p) for p in PRICES]
+            assert texts[:2] == ["62.19", "62.190000000000005"]
+            values = [float(t) for t in texts]
+        else:
+            values = [json.loads(line)["price"] for line in out.read_text().splitlines()]
+        assert values == PRICES  # exactly, bit for bit
+    code, out_csv, _ = cli("query", "ticks", "PETR4", "--oldest-first", "--format", "csv")
+    assert [float(row["price"]) for row in csv.DictReader(out_csv.splitlines())] == PRICES
+    assert "62.19," in out_csv and "62.190000000000005," in out_csv
+    code, out_json, _ = cli("query", "ticks", "PETR4", "--oldest-first", "--format", "json")
+    assert [json.loads(line)["price"] for line in out_json.splitlines()] == PRICES
+
+
+@pytest.fixture
+def scratch_db(servers: Servers) -> Iterator[tuple[Any, datetime]]:
+    client: MongoClient[dict[str, Any]] = MongoClient(servers.mongo_uri)
+    db = client[unique("xdb").replace("-", "_")]
+    db["ticks"].create_index([("symbol", ASCENDING), ("ts", ASCENDING)], name=q.TICK_INDEX_NAME)
+    try:
+        yield db, datetime(2026, 1, 5, 13, 0, tzinfo=UTC)
+    finally:
+        client.drop_database(db.name)
+        client.close()
+
+
+def test_a_large_table_is_cut_at_1000_rows_quickly(
+    cli: Any, big: tuple[Any, str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db, _, total = big
+    monkeypatch.setenv("PIPELINE_MONGO__DATABASE", db.name)
+    started = time.monotonic()
+    code, out, err = cli("query", "ticks", "PETR4", "--limit", "0")
+    elapsed = time.monotonic() - started
+    assert code == 0, err
+    assert len([line for line in out.splitlines() if "│" in line and "PETR4" in line]) == 1000 < total
+    assert "table cut at 1,000 rows (more rows match)" in out.splitlines()[-1]
+    assert elapsed < 20, elapsed

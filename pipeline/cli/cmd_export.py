@@ -1,4 +1,4 @@
-"""`pipeline export SYMBOL --format jsonl|csv|parquet --out FILE`: stream stored ticks to a file."""
+"""`pipeline export SYMBOL --format jsonl|csv|parquet --out FILE|-`: stream ticks to a file or stdout."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.cli.cmd_query import add_range_options
-from pipeline.cli.common import add_config_option, fail, positive_float
+from pipeline.cli.common import add_config_option, positive_float
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -24,18 +24,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "export",
         help="export the ticks of a symbol to JSON Lines, CSV or Parquet (streaming, constant memory)",
-        description="Columns: symbol, ts (ISO-8601 UTC; a UTC timestamp column in Parquet), price, volume, "
-        "topic, partition, offset; oldest first. The file is written under a temporary name and renamed "
-        "when complete: a failed export never leaves a truncated FILE.",
+        description="Columns: symbol, ts (ISO-8601 UTC; a UTC timestamp column in Parquet), price (the "
+        "stored double, exactly), volume, topic, partition, offset; in the tick order (ts, partition, "
+        "offset). The file is written under a temporary name and renamed when complete: a failed export "
+        "never leaves a truncated FILE. With --out - the ticks go to stdout and the summary to stderr.",
     )
     parser.add_argument("symbol", metavar="SYMBOL", help="e.g. PETR4 (case-insensitive)")
     add_range_options(parser)
     parser.add_argument(
         "--format",
         choices=("jsonl", "csv", "parquet"),
-        help="default: from the file name (.jsonl/.ndjson, .csv, .parquet/.pq)",
+        help="default: from the file name (.jsonl/.ndjson, .csv, .parquet/.pq); required with --out -",
     )
-    parser.add_argument("--out", "-o", required=True, metavar="FILE", help="the file to write (replaced)")
+    parser.add_argument(
+        "--out", "-o", required=True, metavar="FILE", help="the file to write (replaced), or - for stdout"
+    )
     parser.add_argument(
         "--progress-every",
         type=positive_float,
@@ -53,36 +56,48 @@ def export(args: argparse.Namespace) -> int:
 
     def body(settings: Settings, db: Db, resolver: CollectionResolver) -> int:
         from pipeline.cli.cmd_query import time_range
-        from pipeline.read.export import check_format, export_ticks
+        from pipeline.core.errors import PipelineError
+        from pipeline.read.export import InvalidFormat, check_format, export_ticks, write_ticks
         from pipeline.read.query import count_ticks, normalize_symbol
 
         symbol = normalize_symbol(args.symbol, settings.tick.symbol_pattern)
         start, end = time_range(args)
         out = _out_path(args.out)
-        fmt = check_format(args.format or _format_from_name(out))
+        fmt = check_format(_format(args.format, out))
+        if out is None and fmt == "parquet" and sys.stdout.isatty():
+            raise InvalidFormat("Parquet is binary, not for a terminal: redirect --out - to a file or pipe")
         total = count_ticks(db, symbol, start=start, end=end, collections=resolver)  # UnknownSymbol here
-        with _Progress(symbol, out, total, args.progress_every) as report:
+        where = "stdout" if out is None else str(out)
+        kwargs: dict[str, Any] = {"start": start, "end": end, "collections": resolver}
+        with _Progress(symbol, where, total, args.progress_every) as report:
             try:
-                result = export_ticks(
-                    db, symbol, out, fmt, start=start, end=end, collections=resolver, progress=report
-                )
+                if out is None:
+                    result = write_ticks(db, symbol, sys.stdout.buffer, fmt, progress=report, **kwargs)
+                else:
+                    result = export_ticks(db, symbol, out, fmt, progress=report, **kwargs)
+            except BrokenPipeError:
+                raise  # `--out - | head`: the reader stopped; not a failure (see with_database)
             except OSError as exc:
-                return fail(f"cannot write {out}: {exc.strerror or exc}", 1)
+                raise PipelineError(f"cannot write {where}: {exc.strerror or exc}") from None
         rate = result.rows / result.seconds if result.seconds else 0.0
         print(
-            f"exported {result.rows:,} ticks of {symbol} to {out} ({fmt}, {_size(result.bytes)}) "
-            f"in {result.seconds:.1f}s ({rate:,.0f} ticks/s)"
+            f"exported {result.rows:,} ticks of {symbol} to {where} ({fmt}, {_size(result.bytes)}) "
+            f"in {result.seconds:.1f}s ({rate:,.0f} ticks/s)",
+            file=sys.stdout if out is not None else sys.stderr,
         )
         return 0
 
     return with_database(args, body)
 
 
-def _out_path(text: str) -> Path:
+def _out_path(text: str) -> Path | None:
+    """The file to write; None for stdout ("-")."""
     from pathlib import Path
 
     from pipeline.read.query import QueryError
 
+    if text == "-":
+        return None
     path = Path(text)
     if path.is_dir():
         raise QueryError(f"--out {text!r} is a directory; name a file")
@@ -91,13 +106,23 @@ def _out_path(text: str) -> Path:
     return path
 
 
-def _format_from_name(path: Path) -> str:
+def _format(given: str | None, out: Path | None) -> str:
+    """--format, checked against the file name: a known extension that names another format is refused."""
     from pipeline.read.export import InvalidFormat
 
-    fmt = SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
-        raise InvalidFormat(f"cannot tell the format from {path.name!r}: give --format jsonl, csv or parquet")
-    return fmt
+    named = SUFFIXES.get(out.suffix.lower()) if out is not None else None
+    if given is not None:
+        if out is not None and named is not None and named != given:
+            raise InvalidFormat(
+                f"--format {given} contradicts the file name {out.name!r} ({named}): rename the file "
+                f"or drop --format"
+            )
+        return given
+    if out is None:
+        raise InvalidFormat("--out - (stdout) needs --format jsonl, csv or parquet")
+    if named is None:
+        raise InvalidFormat(f"cannot tell the format from {out.name!r}: give --format jsonl, csv or parquet")
+    return named
 
 
 def _size(n: int) -> str:
@@ -112,7 +137,7 @@ def _size(n: int) -> str:
 class _Progress:
     """A rich progress bar on a terminal; otherwise one line on stderr every `every` seconds."""
 
-    def __init__(self, symbol: str, out: Path, total: int, every: float) -> None:
+    def __init__(self, symbol: str, out: str, total: int, every: float) -> None:
         self.symbol, self.out, self.total, self.every = symbol, out, total, every
         self.bar: object | None = None
         self.last = time.monotonic()

@@ -2,7 +2,8 @@
 rich tables, JSON Lines or CSV with times in an explicit zone.
 
 Times are stored and computed in UTC; `--tz` only changes how they are shown. Tables name the zone in the
-column header and the title; JSON and CSV carry ISO-8601 times with their UTC offset.
+column header and the title; JSON and CSV carry ISO-8601 times with their UTC offset. JSON and CSV stream
+row by row; a table is built in memory, so it shows at most `TABLE_MAX_ROWS` rows and says so.
 """
 
 from __future__ import annotations
@@ -14,28 +15,33 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, Literal
 
 import orjson
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli.common import fail, settings_from
+from pipeline.cli.common import settings_from
 
 if TYPE_CHECKING:
     from pipeline.ops.config import Settings
     from pipeline.read.query import CollectionResolver, Db
 
-FORMATS = ("table", "json", "csv")
+OutputFormat = Literal["table", "json", "csv"]
+FORMATS: tuple[OutputFormat, ...] = ("table", "json", "csv")
+ColumnKind = Literal["text", "time", "price", "int", "float4"]
 # Width for tables when stdout is not a terminal (pipes, files): wide enough that nothing is cut.
 PIPE_WIDTH = 200
+# A rich table is built in memory before it is printed (about 0.4 ms and 6 kB per row): beyond this many
+# rows it is cut, with a notice; JSON and CSV stream any number of rows.
+TABLE_MAX_ROWS = 1000
 
 
 @dataclass(frozen=True)
 class Column:
     key: str
     header: str
-    kind: str = "text"  # text | time | price | int | float4
+    kind: ColumnKind = "text"
 
 
 def zone_label(zone: tzinfo, at: datetime | None = None) -> str:
@@ -62,6 +68,8 @@ def table_time(ts: datetime, zone: tzinfo) -> str:
 
 
 def price_text(value: float | None) -> str:
+    """A price for a table (display only: two decimals when it is a whole number of cents, else up to six).
+    JSON and CSV carry the stored value exactly."""
     if value is None:
         return "-"
     if abs(value - round(value, 2)) < 1e-9:
@@ -69,7 +77,7 @@ def price_text(value: float | None) -> str:
     return f"{value:,.6f}".rstrip("0")
 
 
-def _cell(value: Any, kind: str, zone: tzinfo) -> str:
+def _cell(value: Any, kind: ColumnKind, zone: tzinfo) -> str:
     if value is None:
         return "-"
     if kind == "time":
@@ -84,6 +92,7 @@ def _cell(value: Any, kind: str, zone: tzinfo) -> str:
 
 
 def _plain(value: Any, zone: tzinfo) -> Any:
+    # Floats stay floats: json and csv write the shortest decimal that reads back as the same double.
     return iso(value, zone) if isinstance(value, datetime) else value
 
 
@@ -97,15 +106,18 @@ def stdout_console() -> Console:
 def emit(
     rows: Iterable[Mapping[str, Any]],
     columns: list[Column],
-    fmt: str,
+    fmt: OutputFormat,
     zone: tzinfo,
     title: str = "",
     out: IO[str] | None = None,
     empty: str = "no rows",
+    max_rows: int | None = None,
 ) -> int:
-    """Print rows in the chosen format; returns the number of rows. JSON: one object per line (JSON Lines).
-    CSV and JSON stream row by row; a table is built in memory (use --limit)."""
+    """Print rows in the chosen format; returns the number of rows printed. JSON: one object per line (JSON
+    Lines). JSON and CSV stream row by row; a table holds at most `max_rows` rows (default TABLE_MAX_ROWS),
+    then a notice says it was cut (the rows after it are not read)."""
     stream = out or sys.stdout
+    max_rows = TABLE_MAX_ROWS if max_rows is None else max_rows
     count = 0
     if fmt == "json":
         for row in rows:
@@ -124,7 +136,11 @@ def emit(
     for column in columns:
         header = f"{column.header} ({zone_name})" if column.kind == "time" else column.header
         table.add_column(header, justify="left" if column.kind in ("text", "time") else "right", no_wrap=True)
+    cut = False
     for row in rows:
+        if count == max_rows:
+            cut = True
+            break
         table.add_row(*(_cell(row[c.key], c.kind, zone) for c in columns))
         count += 1
     console = stdout_console() if out is None else Console(file=out, highlight=False, width=PIPE_WIDTH)
@@ -133,6 +149,13 @@ def emit(
         if title:
             console.print(title, markup=False, style="bold")
         console.print(table)
+        if cut:
+            console.print(
+                f"table cut at {max_rows:,} rows (more rows match): use --format csv or --format json for "
+                "every row (streamed), or narrow the query (--limit, --from, --to)",
+                markup=False,
+                style="yellow",
+            )
     else:
         console.print(f"{title}: {empty}" if title else empty, markup=False)
     return count
@@ -140,28 +163,33 @@ def emit(
 
 def with_database(args: argparse.Namespace, body: Callable[[Settings, Db, CollectionResolver], int]) -> int:
     """Load settings, run `body(settings, db, resolver)`. The client connects lazily, so a body that validates
-    its arguments first rejects bad input without touching the network. Bad input (QueryError) -> one line
-    on stderr, exit 2; MongoDB unreachable or failing -> one line, exit 1; a closed pipe (`| head`) -> 0."""
+    its arguments first rejects bad input without touching the network. Bad input raises a QueryError (exit
+    2); MongoDB unreachable or failing becomes one PipelineError line naming the server (exit 1); a closed
+    pipe (`| head`) ends the command quietly with 0."""
     from pymongo.errors import PyMongoError
 
     from pipeline.clients.mongo import make_client
-    from pipeline.core.errors import describe
-    from pipeline.ops.redact import redact_uri
-    from pipeline.read.query import CollectionResolver, QueryError
+    from pipeline.core.errors import PipelineError, describe
+    from pipeline.ops.redact import redact_text, redact_uri
+    from pipeline.read.query import CollectionResolver
 
     settings = settings_from(args, logging=False)
-    where = redact_uri(settings.mongo.uri.get_secret_value())
+    mongo = settings.mongo
+    where = redact_uri(mongo.uri.get_secret_value())
+    secrets = [s.get_secret_value() for s in (mongo.password, mongo.uri) if s is not None]
+
+    def failure(what: str, exc: PyMongoError) -> PipelineError:
+        return PipelineError(f"{what} MongoDB at {where}: {redact_text(describe(exc), secrets)}")
+
     try:
-        client = make_client(settings.mongo)
+        client = make_client(mongo)
     except PyMongoError as exc:  # e.g. an unparsable URI option
-        return fail(f"cannot connect to MongoDB at {where}: {describe(exc)}", 1)
+        raise failure("cannot connect to", exc) from None
     try:
-        db = client[settings.mongo.database]
+        db = client[mongo.database]
         return body(settings, db, CollectionResolver.from_settings(db, settings))
-    except QueryError as exc:
-        return fail(str(exc), 2)
     except PyMongoError as exc:
-        return fail(f"cannot query MongoDB at {where}: {describe(exc)}", 1)
+        raise failure("cannot query", exc) from None
     except BrokenPipeError:
         quiet_stdout()
         return 0

@@ -11,14 +11,14 @@ from datetime import timedelta, tzinfo
 from pathlib import Path
 
 from pipeline.read.atomicfile import atomic_write
-from pipeline.read.query import Bar
+from pipeline.read.query import Bar, QueryError
 
 MAX_BARS = 3000
 UP, DOWN = "#26a69a", "#ef5350"
 
 
-class ChartError(ValueError):
-    """The chart cannot be drawn (no bars, too many bars)."""
+class ChartError(QueryError):
+    """The chart cannot be drawn (no bars, too many bars): bad input, exit code 2."""
 
 
 def plot_ohlc(

@@ -5,8 +5,13 @@ batch, Parquet one row group per `row_group_rows` ticks (pyarrow ParquetWriter).
 the number of ticks. The file is written under a temporary name and renamed at the end, so a failed or
 interrupted export never leaves a truncated file (nor touches an existing one).
 
-Columns: symbol, ts, price, volume, topic, partition, offset. `ts` is ISO-8601 UTC with milliseconds
-("2026-01-05T13:00:00.123Z") in JSON Lines and CSV, and a timestamp[ms, tz=UTC] column in Parquet.
+Columns: symbol, ts, price, volume, topic, partition, offset, in the tick order (ts, partition, offset).
+`ts` is ISO-8601 UTC with milliseconds ("2026-01-05T13:00:00.123Z") in JSON Lines and CSV, and a
+timestamp[ms, tz=UTC] column in Parquet. Prices in JSON Lines and CSV are the shortest decimal that reads
+back as exactly the stored double (`repr`, as orjson writes them): 38.12 stays 38.12, and a price stored as
+62.190000000000005 (a different double from 62.19) is written as such, never rounded.
+
+`export_ticks` writes a file (atomically); `write_ticks` writes to an open binary stream (e.g. stdout).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import IO, Any, Literal, Protocol, cast
 
 import orjson
 
@@ -27,7 +32,8 @@ from pipeline.core.timefmt import iso_utc
 from pipeline.read.atomicfile import atomic_write
 from pipeline.read.query import Collections, Db, QueryError, Tick, iter_ticks
 
-EXPORT_FORMATS = ("jsonl", "csv", "parquet")
+ExportFormat = Literal["jsonl", "csv", "parquet"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("jsonl", "csv", "parquet")
 COLUMNS = ("symbol", "ts", "price", "volume", "topic", "partition", "offset")
 
 
@@ -37,8 +43,8 @@ class InvalidFormat(QueryError):
 
 @dataclass(frozen=True)
 class ExportResult:
-    path: Path
-    format: str
+    path: Path | None  # None: written to a stream
+    format: ExportFormat
     rows: int
     bytes: int
     seconds: float
@@ -76,6 +82,12 @@ class _JsonLines:
         pass
 
 
+def price_text(price: float) -> str:
+    """The shortest decimal that reads back as exactly this double (float(text) == price): what the tick
+    carried, never rounded nor padded."""
+    return repr(price)
+
+
 class _Csv:
     def __init__(self, handle: IO[bytes]) -> None:
         self.text = io.TextIOWrapper(handle, encoding="utf-8", newline="", write_through=True)
@@ -84,7 +96,8 @@ class _Csv:
 
     def write(self, ticks: list[Tick]) -> None:
         self.writer.writerows(
-            (t.symbol, iso_utc(t.ts), repr(t.price), t.volume, t.topic, t.partition, t.offset) for t in ticks
+            (t.symbol, iso_utc(t.ts), price_text(t.price), t.volume, t.topic, t.partition, t.offset)
+            for t in ticks
         )
 
     def close(self) -> None:
@@ -144,7 +157,7 @@ class _Parquet:
         self.writer.close()
 
 
-def _writer(fmt: str, handle: IO[bytes], row_group_rows: int) -> _Writer:
+def _writer(fmt: ExportFormat, handle: IO[bytes], row_group_rows: int) -> _Writer:
     if fmt == "jsonl":
         return _JsonLines(handle)
     if fmt == "csv":
@@ -152,7 +165,7 @@ def _writer(fmt: str, handle: IO[bytes], row_group_rows: int) -> _Writer:
     return _Parquet(handle, row_group_rows)
 
 
-def check_format(fmt: str) -> str:
+def check_format(fmt: str) -> ExportFormat:
     if fmt not in EXPORT_FORMATS:
         raise InvalidFormat(f"invalid export format {fmt!r}: use one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "parquet":
@@ -168,6 +181,57 @@ def _chunks(ticks: Iterator[Tick], size: int) -> Iterator[list[Tick]]:
         yield chunk
 
 
+class _Counted(io.RawIOBase):
+    """A binary stream that counts the bytes written through it."""
+
+    def __init__(self, target: IO[bytes]) -> None:
+        self.target = target
+        self.count = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.target.write(data)
+        size = memoryview(data).nbytes
+        self.count += size
+        return size
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def write_ticks(
+    db: Db,
+    symbol: str,
+    handle: IO[bytes],
+    fmt: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    collections: Collections = None,
+    batch_size: int = 1000,
+    row_group_rows: int = 50_000,
+    progress: Callable[[int], None] | None = None,
+) -> ExportResult:
+    """Write the ticks of `symbol` with start <= ts < end to an open binary stream, in the tick order.
+    `progress(rows)` is called after each batch written."""
+    fmt = check_format(fmt)
+    started = time.monotonic()
+    ticks = iter_ticks(db, symbol, start=start, end=end, collections=collections, batch_size=batch_size)
+    counted = _Counted(handle)
+    writer = _writer(fmt, cast(IO[bytes], counted), row_group_rows)
+    rows = 0
+    for chunk in _chunks(ticks, batch_size):
+        writer.write(chunk)
+        rows += len(chunk)
+        if progress is not None:
+            progress(rows)
+    writer.close()
+    counted.flush()
+    return ExportResult(None, fmt, rows, counted.count, time.monotonic() - started)
+
+
 def export_ticks(
     db: Db,
     symbol: str,
@@ -181,19 +245,22 @@ def export_ticks(
     row_group_rows: int = 50_000,
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
-    """Export the ticks of `symbol` with start <= ts < end to `path`, oldest first. `progress(rows)` is
-    called after each batch written. Raises QueryError subclasses for bad input before creating any file."""
-    check_format(fmt)
-    started = time.monotonic()
-    ticks = iter_ticks(db, symbol, start=start, end=end, collections=collections, batch_size=batch_size)
-    rows = 0
+    """Export the ticks of `symbol` with start <= ts < end to the file `path`, in the tick order (oldest
+    first). `progress(rows)` is called after each batch written. Raises QueryError subclasses for bad input
+    before creating any file; the file appears under its name only when complete."""
+    fmt = check_format(fmt)
     target = Path(path)
     with atomic_write(target, "wb") as handle:
-        writer = _writer(fmt, handle, row_group_rows)
-        for chunk in _chunks(ticks, batch_size):
-            writer.write(chunk)
-            rows += len(chunk)
-            if progress is not None:
-                progress(rows)
-        writer.close()
-    return ExportResult(target, fmt, rows, target.stat().st_size, time.monotonic() - started)
+        result = write_ticks(
+            db,
+            symbol,
+            handle,
+            fmt,
+            start=start,
+            end=end,
+            collections=collections,
+            batch_size=batch_size,
+            row_group_rows=row_group_rows,
+            progress=progress,
+        )
+    return ExportResult(target, fmt, result.rows, target.stat().st_size, result.seconds)
