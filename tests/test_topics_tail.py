@@ -121,13 +121,36 @@ def test_topics_create_and_list(cli: Any, market: Market) -> None:
     assert code == 2 and out == "" and len(err.splitlines()) == 1 and "not a valid Kafka topic name" in err
 
 
-def test_topics_list_with_kafka_unreachable_is_one_line_exit_1(
-    cli: Any, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["topics", "list", "--timeout", "2"],
+        ["topics", "create", "t-unreachable", "--timeout", "2"],
+        ["tail", "petr4", "--timeout", "2", "--max", "1"],
+        ["tail", "--timeout", "2"],
+    ],
+    ids=["topics list", "topics create", "tail", "tail configured topics"],
+)
+def test_kafka_unreachable_is_one_line_naming_the_server_within_the_timeout(
+    cli: Any, monkeypatch: pytest.MonkeyPatch, argv: list[str]
 ) -> None:
-    monkeypatch.setenv("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", f"127.0.0.1:{free_port()}")
-    code, out, err = cli("topics", "list", "--timeout", "1")
+    dead = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("PIPELINE_KAFKA__BOOTSTRAP_SERVERS", dead)
+    started = time.monotonic()
+    code, out, err = cli(*argv)
+    elapsed = time.monotonic() - started
     assert code == 1 and out == ""
-    assert err.splitlines()[-1].startswith("error: cannot reach Kafka at 127.0.0.1:"), err
+    assert len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: cannot reach Kafka at {dead}"), err
+    assert "TimeoutError: \n" not in err
+    assert elapsed < 2 + 4, elapsed
+
+
+def test_topics_create_says_1_partition(cli: Any) -> None:
+    name = unique("one")
+    code, out, err = cli("topics", "create", name, "--partitions", "1")
+    assert code == 0, err
+    assert out == f"created  {name} (1 partition, replication 1)\n"
 
 
 # ---- tail -------------------------------------------------------------------------------------------------
@@ -262,6 +285,9 @@ def test_ctrl_c_stops_tail_cleanly_with_exit_0(market: Market, tails: list[Tail]
         (["no-such-topic-xyz"], "topic 'no-such-topic-xyz' does not exist"),
         (["--group", "WORKER"], "is the worker's group"),
         (["--tz", "Nowhere/Land"], "unknown time zone"),
+        (["^zzz-no-such-topic.*"], "topic pattern '^zzz-no-such-topic.*' matches no topic on 127.0.0.1:"),
+        (["^zzz-no-such-topic.*", "--group", "g-none"], "matches no topic"),
+        (["^("], "topic pattern '^(' is not a valid regular expression"),
     ],
 )
 def test_tail_bad_input_exit_2(cli: Any, market: Market, args: list[str], message: str) -> None:

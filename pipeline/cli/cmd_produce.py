@@ -7,17 +7,13 @@ import signal
 import sys
 import threading
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from pipeline.cli.common import (
-    add_config_option,
-    csv_list,
-    fail,
-    non_negative_int,
-    positive_float,
-    settings_from,
-)
-from pipeline.core.naming import NameError_, check_topic_name
+from pipeline.cli.common import add_config_option, csv_list, non_negative_int, positive_float, settings_from
 from pipeline.ops.logs import get_logger
+
+if TYPE_CHECKING:
+    from pipeline.ops.config import KafkaConfig
 
 log = get_logger("pipeline.dev.simulator")
 
@@ -27,7 +23,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "produce",
         help="produce simulated market ticks (random walk per symbol) to Kafka",
         description="Send COUNT ticks spread evenly over the topics, keyed by symbol (petr4 -> PETR4). "
-        "Exits non-zero if any message is not acknowledged.",
+        "The topics must exist (`pipeline topics create`): like the worker, produce never creates one. "
+        "Kafka unreachable within --timeout: one line naming the server, exit 1. Exits non-zero if any "
+        "message is not acknowledged.",
     )
     add_config_option(parser)
     parser.add_argument(
@@ -45,19 +43,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="spread ticks round-robin over each topic's partitions (default: partition by the symbol key)",
     )
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up when Kafka does not answer within this long at start (default 10)",
+    )
     parser.set_defaults(func=produce)
 
 
-def produce(args: argparse.Namespace) -> int:
-    for topic in args.topics:
-        try:
-            check_topic_name(topic)
-        except NameError_ as exc:
-            return fail(str(exc), 2)
-    from pipeline.dev.simulator import TickProducer
+def check_topics_exist(kafka: KafkaConfig, topics: list[str], timeout_s: float) -> None:
+    """Kafka answers within `timeout_s` (else PipelineError, exit 1, naming the server) and every topic
+    exists (else UsageError, exit 2): producing to a missing topic would make a broker that auto-creates
+    topics create it with its defaults, silently."""
+    from pipeline.cli.errors import UsageError
+    from pipeline.clients.admin import list_topics
 
-    settings = settings_from(args)
-    producer = TickProducer(settings.kafka, args.topics, seed=args.seed, spread=args.spread)
+    existing = {t.name for t in list_topics(kafka, timeout_s, include_internal=True)}
+    missing = [t for t in topics if t not in existing]
+    if missing:
+        names = " ".join(missing)
+        raise UsageError(
+            f"topic {missing[0]!r} does not exist on {kafka.bootstrap_servers}: create it first "
+            f"(pipeline topics create {names}); produce never creates topics"
+        )
+
+
+def produce(args: argparse.Namespace) -> int:
+    from pipeline.cli.common import topic_names
+    from pipeline.dev.simulator import TickProducer
+    from pipeline.ops.logs import setup_logging
+
+    topics = topic_names(args.topics)
+    settings = settings_from(args, logging=False)
+    check_topics_exist(settings.kafka, topics, args.timeout)
+    setup_logging(settings.log.level, settings.log.format)
+    producer = TickProducer(settings.kafka, topics, seed=args.seed, spread=args.spread)
     stop = threading.Event()
 
     def handle(_signum: int, _frame: FrameType | None) -> None:
@@ -73,7 +95,7 @@ def produce(args: argparse.Namespace) -> int:
     report = producer.run(args.count, args.rate, stop, progress)
     rate = report.delivered / report.seconds if report.seconds else 0.0
     summary = (
-        f"produced {report.delivered}/{report.sent} ticks to {','.join(args.topics)} "
+        f"produced {report.delivered}/{report.sent} ticks to {','.join(topics)} "
         f"in {report.seconds:.1f}s ({rate:.0f}/s)"
     )
     if not report.ok:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from pipeline.cli.common import add_config_option, positive_float, settings_from
 
 if TYPE_CHECKING:
-    from pipeline.read.status import GroupStatus
+    from pipeline.read.status import GroupStatus, PartitionStatus
 
 # Table width when stdout is not a terminal (pipes, files): wide enough that nothing is cut.
 PIPE_WIDTH = 160
@@ -22,8 +22,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="committed offsets, end offsets, lag and stored documents of the consumer group",
         description="For the configured consumer group and topics: per partition the committed offset, the "
         "end offset (the high watermark as reported by the broker) and the lag; per topic the number of "
-        "documents in its MongoDB collection (estimated count: collection metadata, no scan). Read-only: "
-        "it does not join the group. Exit 1 with one line if Kafka or MongoDB cannot be reached.",
+        "documents in its MongoDB collection (estimated count: collection metadata, no scan). An end offset "
+        "below the committed offset means the broker's end offsets are wrong: it is flagged and no lag is "
+        "shown. Read-only: it does not join the group. Exit 1 with one line if Kafka or MongoDB cannot be "
+        "reached.",
     )
     add_config_option(parser)
     parser.add_argument(
@@ -57,18 +59,31 @@ def _num(value: int | None) -> str:
     return "-" if value is None else f"{value:,}"
 
 
+def _end(partition: PartitionStatus) -> str:
+    return _num(partition.end_offset) + ("" if partition.end_offset_reliable else " [yellow](< committed)[/]")
+
+
+def _lag(lag: int | None, reliable: bool) -> str:
+    return _num(lag) if reliable else "[yellow]?[/]"
+
+
 def _table(result: GroupStatus) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from pipeline.read.status import END_OFFSET_SOURCE
+    from pipeline.read.status import END_OFFSET_SOURCE, UNRELIABLE_END_OFFSET
 
     console = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+    caption = (
+        f"end offset: the {END_OFFSET_SOURCE}; lag = end offset - committed offset; "
+        "stored documents: estimated count of the topic's collection"
+    )
+    if not result.end_offsets_reliable:
+        caption += f"\n[yellow]?[/]: {UNRELIABLE_END_OFFSET}"
     table = Table(
         title=f"consumer group {result.group!r} · Kafka {result.kafka} · "
         f"MongoDB {result.mongo} (database {result.database!r})",
-        caption=f"end offset: the {END_OFFSET_SOURCE}; lag = end offset - committed offset; "
-        "stored documents: estimated count of the topic's collection",
+        caption=caption,
     )
     table.add_column("topic")
     table.add_column("partition", justify="right")
@@ -83,7 +98,12 @@ def _table(result: GroupStatus) -> None:
             continue
         for p in topic.partitions:
             table.add_row(
-                topic.topic, str(p.partition), _num(p.committed), _num(p.end_offset), _num(p.lag), ""
+                topic.topic,
+                str(p.partition),
+                _num(p.committed),
+                _end(p),
+                _lag(p.lag, p.end_offset_reliable),
+                "",
             )
         stored = _num(topic.stored_documents)
         if topic.collection and topic.collection != topic.topic:
@@ -93,7 +113,7 @@ def _table(result: GroupStatus) -> None:
             "[bold]total[/]",
             _num(topic.committed_total),
             _num(topic.end_total),
-            _num(topic.lag_total),
+            _lag(topic.lag_total, topic.end_offsets_reliable),
             f"[bold]{stored}[/]",
             end_section=True,
         )

@@ -1,4 +1,4 @@
-"""`pipeline tail TOPIC...`: print ticks live as they arrive (a console consumer; see pipeline/tail.py)."""
+"""`pipeline tail TOPIC...`: print ticks live as they arrive (a console consumer; see pipeline/read/tail)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,7 @@ import sys
 import threading
 from types import FrameType
 
-from pipeline.cli.common import add_config_option, fail
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
+from pipeline.cli.common import add_config_option, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -27,7 +17,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="print ticks from Kafka live, like kafka-console-consumer",
         description="Print the messages of TOPIC(s) as they arrive (Ctrl-C stops, exit 0). Without --group "
         "nothing is committed anywhere; with --group G, G's offsets advance past the printed messages and "
-        "tails sharing G split the partitions. Messages that are not ticks are printed escaped after '!!'.",
+        "tails sharing G split the partitions. Messages that are not ticks are printed escaped after '!!'. "
+        "A missing topic, or a pattern that matches none, exits 2; Kafka unreachable within --timeout "
+        "exits 1.",
     )
     parser.add_argument(
         "topics",
@@ -42,8 +34,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     parser.add_argument("--group", metavar="G", help="consume as consumer group G and commit G's offsets")
     parser.add_argument("--format", choices=("text", "json"), default="text", help="default: text")
-    parser.add_argument("--max", type=_positive_int, metavar="N", help="exit after N messages")
+    parser.add_argument("--max", type=positive_int, metavar="N", help="exit after N messages")
     parser.add_argument("--tz", default="UTC", metavar="ZONE", help="show times in this IANA zone")
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=10.0,
+        metavar="SECONDS",
+        help="give up when Kafka does not answer within this long at start (default 10)",
+    )
     add_config_option(parser)
     parser.set_defaults(func=tail)
 
@@ -51,30 +50,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 def tail(args: argparse.Namespace) -> int:
     from pipeline.cli.common import settings_from
     from pipeline.cli.reading import quiet_stdout
-    from pipeline.read.query import QueryError, parse_zone
+    from pipeline.read.query import parse_zone
 
-    try:
-        zone = parse_zone(args.tz)
-    except QueryError as exc:
-        return fail(str(exc), 2)
+    zone = parse_zone(args.tz)
     from rich.console import Console
     from rich.text import Text
 
-    from pipeline.read.tail import (
-        ConsoleTail,
-        TailError,
-        TextFormatter,
-        decoders,
-        describe_message,
-        format_json,
-    )
+    from pipeline.core.errors import PipelineError
+    from pipeline.read.tail import ConsoleTail, TextFormatter, decoders, describe_message, format_json
 
     settings = settings_from(args, logging=False)
     topics = args.topics or list(settings.kafka.topics)
-    try:
-        consumer = ConsoleTail(settings, topics, args.group, args.from_beginning)
-    except TailError as exc:
-        return fail(str(exc), 2)
+    consumer = ConsoleTail(settings, topics, args.group, args.from_beginning)
 
     stop = threading.Event()
 
@@ -93,17 +80,14 @@ def tail(args: argparse.Namespace) -> int:
     console = Console(highlight=False, soft_wrap=True) if sys.stdout.isatty() else None
     printed = 0
     try:
-        try:
-            consumer.start(on_assign=announce)
-        except TailError as exc:
-            return fail(str(exc), 2)
+        consumer.start(timeout_s=args.timeout, on_assign=announce)
         while not stop.is_set() and (args.max is None or printed < args.max):
             room = 500 if args.max is None else min(500, args.max - printed)
             for message in consumer.consume(room, 0.5):
                 error = message.error()
                 if error is not None:
                     if error.fatal():
-                        return fail(f"Kafka: {error.str()}", 1)
+                        raise PipelineError(f"Kafka at {settings.kafka.bootstrap_servers}: {error.str()}")
                     print(f"tail: Kafka: {error.str()}", file=sys.stderr, flush=True)
                     continue
                 shown = describe_message(message, settings, decode)

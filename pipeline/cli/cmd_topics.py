@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli.common import add_config_option, fail, positive_float
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
-    return value
+from pipeline.cli.common import add_config_option, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser("topics", help="create or list Kafka topics")
+    parser = sub.add_parser(
+        "topics",
+        help="create or list Kafka topics",
+        description="Topic administration with the Kafka AdminClient. Kafka unreachable within --timeout: "
+        "one line naming the server, exit 1.",
+    )
     action = parser.add_subparsers(dest="action", metavar="ACTION")
     action.required = True
 
@@ -29,38 +24,46 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "and left unchanged (exit 0).",
     )
     create.add_argument("names", nargs="+", metavar="TOPIC", help="e.g. petr4 vale3")
-    create.add_argument(
-        "--partitions", type=_positive_int, default=3, help="partitions per topic (default 3)"
-    )
-    create.add_argument("--replication", type=_positive_int, default=1, help="replication factor (default 1)")
+    create.add_argument("--partitions", type=positive_int, default=3, help="partitions per topic (default 3)")
+    create.add_argument("--replication", type=positive_int, default=1, help="replication factor (default 1)")
     create.add_argument("--timeout", type=positive_float, default=30.0, metavar="SECONDS", help="default 30")
     add_config_option(create)
     create.set_defaults(func=topics_create)
 
-    listing = action.add_parser("list", help="list topics and their partition counts")
+    listing = action.add_parser(
+        "list",
+        help="list topics and their partition counts",
+        description="List the topics of the cluster (kafka.bootstrap_servers) with their partition counts, "
+        "internal topics only with --all.",
+    )
     listing.add_argument("--all", action="store_true", help="include internal topics (__consumer_offsets...)")
     listing.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS", help="default 10")
     add_config_option(listing)
     listing.set_defaults(func=topics_list)
 
 
-def topics_create(args: argparse.Namespace) -> int:
-    from pipeline.cli.common import settings_from
-    from pipeline.clients.admin import create_topics
-    from pipeline.core.naming import NameError_, check_topic_name
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
-    for name in args.names:
-        try:
-            check_topic_name(name)
-        except NameError_ as exc:
-            return fail(str(exc), 2)
+
+def topics_create(args: argparse.Namespace) -> int:
+    import time
+
+    from pipeline.cli.common import settings_from, topic_names
+    from pipeline.clients.admin import create_topics, list_topics
+
+    names = topic_names(args.names)
     settings = settings_from(args, logging=False)
-    names = list(dict.fromkeys(args.names))
-    result = create_topics(settings.kafka, names, args.partitions, args.replication, args.timeout)
+    # Reach the cluster first (bounded by --timeout, one line naming it): the creation itself would only
+    # time out without a reason.
+    started = time.monotonic()
+    list_topics(settings.kafka, args.timeout)
+    remaining = max(1.0, args.timeout - (time.monotonic() - started))
+    result = create_topics(settings.kafka, names, args.partitions, args.replication, remaining)
     for name in names:
         state = result[name]
-        detail = f"{args.partitions} partitions, replication {args.replication}" if state == "created" else ""
-        print(f"{state:8} {name}" + (f" ({detail})" if detail else " (unchanged)"))
+        detail = f"{plural(args.partitions, 'partition')}, replication {args.replication}"
+        print(f"{state:8} {name}" + (f" ({detail})" if state == "created" else " (unchanged)"))
     return 0
 
 

@@ -43,21 +43,38 @@ def csv_list(text: str) -> list[str]:
     return items
 
 
-def non_negative_int(text: str) -> int:
+def _number(text: str, kind: type[int] | type[float], lowest: float, inclusive: bool) -> float:
     try:
-        value = int(text)
+        value = kind(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative")
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from None
+    if value < lowest or (value == lowest and not inclusive):
+        raise argparse.ArgumentTypeError(f"{text} must be {'>=' if inclusive else '>'} {lowest:g}")
     return value
+
+
+def non_negative_int(text: str) -> int:
+    return int(_number(text, int, 0, inclusive=True))
+
+
+def positive_int(text: str) -> int:
+    return int(_number(text, int, 1, inclusive=True))
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"{text} must be > 0")
-    return value
+    return _number(text, float, 0, inclusive=False)
+
+
+def topic_names(names: list[str]) -> list[str]:
+    """The names, deduplicated; each must be a valid Kafka topic name (else UsageError, exit 2)."""
+    from pipeline.cli.errors import UsageError
+    from pipeline.core.naming import NameError_, check_topic_name
+
+    for name in names:
+        try:
+            check_topic_name(name)
+        except NameError_ as exc:
+            raise UsageError(str(exc)) from None
+    return list(dict.fromkeys(names))

@@ -4,6 +4,11 @@ Read-only and side-effect free: the consumer is created with the group id only t
 committed offsets (OffsetFetch) and the partitions' watermarks; it never subscribes, so it never joins the
 group and never triggers a rebalance of the running workers. MongoDB is asked for estimated collection counts
 (collection metadata, no scan).
+
+The end offset is what the broker reports as the high watermark. When it is below the group's committed
+offset the broker is wrong (a committed offset is always at or below the true end; the Tansu test broker
+reports the start of a partition's last batch + 1): the partition is marked `end_offset_reliable: false` and
+no lag is computed, instead of a lag clamped to 0.
 """
 
 from __future__ import annotations
@@ -20,6 +25,10 @@ from pipeline.ops.config import Settings
 from pipeline.ops.redact import redact_text, redact_uri
 
 END_OFFSET_SOURCE = "high watermark as reported by the broker"
+UNRELIABLE_END_OFFSET = (
+    "the broker reports an end offset below the committed offset, so its end offsets cannot be trusted "
+    "(the Tansu test broker reports the start of the last batch + 1); no lag is shown"
+)
 
 
 @dataclass
@@ -27,7 +36,16 @@ class PartitionStatus:
     partition: int
     committed: int | None  # next offset the group will read; None: the group has committed nothing here
     end_offset: int  # high watermark, as reported by the broker
-    lag: int | None  # end_offset - committed (never negative); None without a committed offset
+    lag: int | None  # end_offset - committed; None without a committed offset, or when the end is unreliable
+    end_offset_reliable: bool = True  # False: the broker's end offset is below the committed offset
+
+
+def partition_status(partition: int, committed: int, end_offset: int) -> PartitionStatus:
+    """`committed` as librdkafka returns it (negative: nothing committed) and the broker's high watermark."""
+    done = committed if committed >= 0 else None
+    if done is not None and end_offset < done:
+        return PartitionStatus(partition, done, end_offset, None, end_offset_reliable=False)
+    return PartitionStatus(partition, done, end_offset, None if done is None else end_offset - done)
 
 
 @dataclass
@@ -48,13 +66,27 @@ class TopicStatus:
         return sum(p.end_offset for p in self.partitions)
 
     @property
+    def end_offsets_reliable(self) -> bool:
+        return all(p.end_offset_reliable for p in self.partitions)
+
+    @property
     def lag_total(self) -> int | None:
-        lags = [p.lag for p in self.partitions if p.lag is not None]
-        return sum(lags) if lags else None
+        """The sum of the partitions' lags; None when some partition has none (nothing committed there yet,
+        or an unreliable end offset): a partial sum would understate the lag."""
+        lags = [p.lag for p in self.partitions]
+        if not lags or (None in lags and not self.end_offsets_reliable):
+            return None
+        known = [lag for lag in lags if lag is not None]
+        return sum(known) if known else None
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data.update(committed_total=self.committed_total, end_total=self.end_total, lag_total=self.lag_total)
+        data.update(
+            committed_total=self.committed_total,
+            end_total=self.end_total,
+            lag_total=self.lag_total,
+            end_offsets_reliable=self.end_offsets_reliable,
+        )
         return data
 
 
@@ -66,6 +98,10 @@ class GroupStatus:
     database: str
     topics: list[TopicStatus]
 
+    @property
+    def end_offsets_reliable(self) -> bool:
+        return all(t.end_offsets_reliable for t in self.topics)
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "group": self.group,
@@ -73,6 +109,7 @@ class GroupStatus:
             "mongo": self.mongo,
             "database": self.database,
             "end_offset_source": END_OFFSET_SOURCE,
+            "end_offsets_reliable": self.end_offsets_reliable,
             "topics": [t.as_dict() for t in self.topics],
         }
 
@@ -170,10 +207,7 @@ def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[Parti
                 except KafkaException as exc:
                     what = f"cannot read the end offset of {topic}[{partition}] from {where}"
                     raise failure(what, exc) from None
-                offset = committed.get((topic, partition), -1)
-                done = offset if offset >= 0 else None
-                lag = max(0, high - done) if done is not None else None
-                statuses.append(PartitionStatus(partition, done, high, lag))
+                statuses.append(partition_status(partition, committed.get((topic, partition), -1), high))
             result[topic] = statuses
         return result
     finally:
@@ -182,33 +216,43 @@ def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[Parti
 
 def _stored_counts(settings: Settings, topics: list[str], timeout_s: float) -> dict[str, int]:
     """collection -> estimated document count, for the collections of these topics."""
-    from pipeline.clients.mongo import make_client
-    from pipeline.clients.sink import MongoSink
+    from pymongo.errors import OperationFailure, PyMongoError
 
+    from pipeline.clients.mongo import make_client
+
+    mongo = settings.mongo
+    where = redact_uri(mongo.uri.get_secret_value())
+    secrets = [s.get_secret_value() for s in (mongo.password, mongo.uri) if s is not None]
     timeout_ms = max(100, int(timeout_s * 1000))
-    client = make_client(
-        settings.mongo,
-        serverSelectionTimeoutMS=timeout_ms,
-        connectTimeoutMS=timeout_ms,
-        appname="tickpipe-status",
-    )
-    sink = MongoSink(settings.mongo, client)
+    try:
+        client = make_client(
+            mongo, serverSelectionTimeoutMS=timeout_ms, connectTimeoutMS=timeout_ms, appname="tickpipe-status"
+        )
+    except PyMongoError as exc:  # e.g. an unparsable URI option
+        raise PipelineError(
+            f"cannot connect to MongoDB at {where}: {redact_text(describe(exc), secrets)}"
+        ) from None
     router = settings.collection_router()
     try:
-        sink.check_connection(timeout_s)
+        try:
+            client.admin.command("ping", maxTimeMS=timeout_ms)  # reach (and authenticate) within the timeout
+        except OperationFailure as exc:
+            raise PipelineError(
+                f"MongoDB at {where} refused us: {redact_text(describe(exc), secrets)}"
+            ) from None
+        except PyMongoError as exc:
+            raise PipelineError(
+                f"cannot reach MongoDB at {where}: {redact_text(describe(exc), secrets)}"
+            ) from None
         counts: dict[str, int] = {}
         for topic in topics:
             name = _collection(router, topic)
             if name is not None and name not in counts:
-                counts[name] = client[settings.mongo.database][name].estimated_document_count(
-                    maxTimeMS=timeout_ms
-                )
+                counts[name] = client[mongo.database][name].estimated_document_count(maxTimeMS=timeout_ms)
         return counts
-    except PipelineError:
-        raise
-    except Exception as exc:
+    except PyMongoError as exc:
         raise PipelineError(
-            f"cannot count the documents in MongoDB at {sink.where}: {sink.redact(describe(exc))}"
+            f"cannot count the documents in MongoDB at {where}: {redact_text(describe(exc), secrets)}"
         ) from None
     finally:
         client.close()

@@ -14,7 +14,7 @@ import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 from confluent_kafka import (
@@ -32,14 +32,19 @@ from pipeline.core.codec import DataError, Decoder, TickSchema, decode_raw, make
 from pipeline.core.errors import PipelineError, describe
 from pipeline.core.naming import is_topic_pattern
 from pipeline.core.timefmt import EPOCH
-from pipeline.ops.config import Settings
+from pipeline.ops.config import Settings, TopicFormat
 
 BAD_MARKER = "!!"
 RAW_LIMIT = 300
 
 
 class TailError(PipelineError):
-    """Bad tail arguments (a missing topic, the worker's own group): exit code 2."""
+    """Bad tail arguments (a missing topic, a pattern that matches none, the worker's own group)."""
+
+    exit_code = 2
+
+
+ShownKind = TopicFormat | Literal["bad"]
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ class Shown:
     key: str | None
     timestamp: datetime | None  # the Kafka message timestamp
     fields: dict[str, Any] | None  # decoded tick (or raw JSON object); None when bad
-    kind: str  # tick | raw | bad
+    kind: ShownKind
     error: str | None = None
     raw: str | None = None  # the value, escaped and truncated, when bad
 
@@ -67,11 +72,11 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "backslashreplace")
 
 
-def decoders(settings: Settings) -> dict[str, Decoder]:
+def decoders(settings: Settings) -> dict[TopicFormat, Decoder]:
     return {"tick": make_tick_decoder(TickSchema(**settings.tick.model_dump())), "raw": decode_raw}
 
 
-def describe_message(message: Message, settings: Settings, decode: dict[str, Decoder]) -> Shown:
+def describe_message(message: Message, settings: Settings, decode: dict[TopicFormat, Decoder]) -> Shown:
     topic = str(message.topic())
     partition = int(message.partition() or 0)
     offset = int(message.offset() or 0)
@@ -156,6 +161,7 @@ class ConsoleTail:
                 "partitions away from the worker and commit offsets it has not stored; use another group"
             )
         self._reported: set[str] = set()
+        self._startup_errors: list[KafkaError] | None = []  # held back until start() succeeds or fails
         self.topics = topics
         self.group = group
         self.from_beginning = from_beginning
@@ -190,6 +196,9 @@ class ConsoleTail:
         self.assigned: list[tuple[str, int]] = []
 
     def _on_error(self, error: KafkaError) -> None:
+        if self._startup_errors is not None:  # folded into start()'s one line if it fails
+            self._startup_errors.append(error)
+            return
         text = f"{error.name()}: {error.str()}"
         if text not in self._reported:  # librdkafka repeats the same errors on every retry
             self._reported.add(text)
@@ -199,16 +208,37 @@ class ConsoleTail:
         try:
             metadata = self.consumer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
-            raise PipelineError(f"cannot reach Kafka at {self.bootstrap}: {describe(exc)}") from None
+            self.consumer.poll(0)  # serve error_cb: the cause (connection refused, name unknown, ...)
+            seen = [e for e in self._startup_errors or [] if e.code() != KafkaError._ALL_BROKERS_DOWN]
+            cause = f"{seen[0].name()}: {seen[0].str()}" if seen else describe(exc)
+            raise PipelineError(
+                f"cannot reach Kafka at {self.bootstrap} within {timeout_s:g}s: {cause}"
+            ) from None
         return {name: len(meta.partitions) for name, meta in metadata.topics.items() if meta.error is None}
 
     def start(self, timeout_s: float = 10.0, on_assign: Any = None) -> None:
+        """Check the topics (metadata within `timeout_s`), then assign or subscribe. Raises PipelineError
+        (one line) when Kafka cannot be reached, TailError when a topic is missing or a pattern matches
+        none."""
         existing = self._existing(timeout_s)
+        self._startup_errors = None
         matched: dict[str, int] = {}
         for topic in self.topics:
             if is_topic_pattern(topic):
-                pattern = re.compile(topic)
-                matched.update({t: n for t, n in existing.items() if pattern.match(t)})
+                try:
+                    pattern = re.compile(topic)
+                except re.error as exc:
+                    raise TailError(
+                        f"topic pattern {topic!r} is not a valid regular expression: {exc}"
+                    ) from None
+                found = {t: n for t, n in existing.items() if pattern.match(t)}
+                if not found:
+                    names = sorted(t for t in existing if not t.startswith("__"))
+                    listed = ", ".join(names[:10]) + (", ..." if len(names) > 10 else "") or "none"
+                    raise TailError(
+                        f"topic pattern {topic!r} matches no topic on {self.bootstrap} (topics: {listed})"
+                    )
+                matched.update(found)
             elif topic in existing:
                 matched[topic] = existing[topic]
             else:
