@@ -17,22 +17,25 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     action = parser.add_subparsers(dest="action", metavar="ACTION")
     action.required = True
-    show = action.add_parser(
-        "show",
-        help="print the effective configuration as YAML, secrets masked",
-        description="Print the effective configuration (file + environment + defaults) as YAML, every "
-        "secret masked. The first line (a YAML comment) names the file and the variables read.",
-    )
-    add_config_option(show)
-    show.set_defaults(func=_show)
-    check = action.add_parser(
-        "check",
-        help="validate the configuration; exit 2 with one line per problem",
-        description="Validate the configuration as `pipeline run` would at start-up: 'configuration OK' "
-        "and the file and variables read, or one line per problem naming the key (exit 2).",
-    )
-    add_config_option(check)
-    check.set_defaults(func=_check)
+    for name, func, help_text, description in (
+        (
+            "show",
+            _show,
+            "print the effective configuration as YAML, secrets masked",
+            "Print the effective configuration (file + environment + defaults) as YAML, every secret "
+            "masked. The first line (a YAML comment) names the file and the variables read.",
+        ),
+        (
+            "check",
+            _check,
+            "validate the configuration; exit 2 with one line per problem",
+            "Validate the configuration as `pipeline run` would at start-up: 'configuration OK' and the "
+            "file and variables read, or one line per problem naming the key (exit 2).",
+        ),
+    ):
+        command = action.add_parser(name, help=help_text, description=description)
+        add_config_option(command)
+        command.set_defaults(func=func)
     reference = action.add_parser(
         "reference",
         help="print the reference of every key (Markdown table, or the commented example YAML file)",

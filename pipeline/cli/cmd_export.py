@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pipeline.cli.cmd_query import add_range_options
 from pipeline.cli.common import add_config_option, positive_float
@@ -57,7 +57,7 @@ def export(args: argparse.Namespace) -> int:
     def body(settings: Settings, db: Db, resolver: CollectionResolver) -> int:
         from pipeline.cli.cmd_query import time_range
         from pipeline.core.errors import PipelineError
-        from pipeline.read.export import InvalidFormat, check_format, export_ticks, write_ticks
+        from pipeline.read.export import InvalidFormat, check_format, export_ticks
         from pipeline.read.query import count_ticks, normalize_symbol
 
         symbol = normalize_symbol(args.symbol, settings.tick.symbol_pattern)
@@ -68,13 +68,18 @@ def export(args: argparse.Namespace) -> int:
             raise InvalidFormat("Parquet is binary, not for a terminal: redirect --out - to a file or pipe")
         total = count_ticks(db, symbol, start=start, end=end, collections=resolver)  # UnknownSymbol here
         where = "stdout" if out is None else str(out)
-        kwargs: dict[str, Any] = {"start": start, "end": end, "collections": resolver}
         with _Progress(symbol, where, total, args.progress_every) as report:
             try:
-                if out is None:
-                    result = write_ticks(db, symbol, sys.stdout.buffer, fmt, progress=report, **kwargs)
-                else:
-                    result = export_ticks(db, symbol, out, fmt, progress=report, **kwargs)
+                result = export_ticks(
+                    db,
+                    symbol,
+                    out or sys.stdout.buffer,
+                    fmt,
+                    progress=report,
+                    start=start,
+                    end=end,
+                    collections=resolver,
+                )
             except BrokenPipeError:
                 raise  # `--out - | head`: the reader stopped; not a failure (see with_database)
             except OSError as exc:

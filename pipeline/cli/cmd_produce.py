@@ -9,7 +9,14 @@ import threading
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from pipeline.cli.common import add_config_option, csv_list, non_negative_int, positive_float, settings_from
+from pipeline.cli.common import (
+    add_config_option,
+    add_timeout_option,
+    csv_list,
+    non_negative_int,
+    positive_float,
+    settings_from,
+)
 from pipeline.ops.logs import get_logger
 
 if TYPE_CHECKING:
@@ -43,13 +50,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="store_true",
         help="spread ticks round-robin over each topic's partitions (default: partition by the symbol key)",
     )
-    parser.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="give up when Kafka does not answer within this long at start (default 10)",
-    )
+    add_timeout_option(parser, 10.0, "Kafka")
     parser.set_defaults(func=produce)
 
 

@@ -82,25 +82,28 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _output(ohlc, tz_default="UTC, or --align-tz")
     ohlc.set_defaults(func=query_ohlc)
 
-    stats = action.add_parser(
-        "stats",
-        help="per symbol: count, first/last tick, last/average price, volume",
-        description="Per symbol and collection: the number of ticks, the first and last tick time, the "
-        "price of the last tick (in the tick order), the average price and the total volume.",
-    )
-    stats.add_argument("symbols", nargs="*", metavar="SYMBOL", help="only these symbols (default: all)")
-    _output(stats)
-    stats.set_defaults(func=query_stats)
-
-    latest = action.add_parser(
-        "latest",
-        help="the newest tick of each symbol",
-        description="The newest tick of each symbol over all its collections: the last in the tick order "
-        "(of ticks sharing the newest ts, the highest partition, then offset).",
-    )
-    latest.add_argument("symbols", nargs="*", metavar="SYMBOL", help="only these symbols (default: all)")
-    _output(latest)
-    latest.set_defaults(func=query_latest)
+    for name, func, help_text, description in (
+        (
+            "stats",
+            query_stats,
+            "per symbol: count, first/last tick, last/average price, volume",
+            "Per symbol and collection: the number of ticks, the first and last tick time, the price of the "
+            "last tick (in the tick order), the average price and the total volume.",
+        ),
+        (
+            "latest",
+            query_latest,
+            "the newest tick of each symbol",
+            "The newest tick of each symbol over all its collections: the last in the tick order (of ticks "
+            "sharing the newest ts, the highest partition, then offset).",
+        ),
+    ):
+        per_symbol = action.add_parser(name, help=help_text, description=description)
+        per_symbol.add_argument(
+            "symbols", nargs="*", metavar="SYMBOL", help="only these symbols (default: all)"
+        )
+        _output(per_symbol)
+        per_symbol.set_defaults(func=func)
 
 
 def _symbol_and_range(parser: argparse.ArgumentParser) -> None:

@@ -7,7 +7,7 @@ import argparse
 import sys
 from typing import TYPE_CHECKING
 
-from pipeline.cli.common import add_config_option, positive_float, settings_from
+from pipeline.cli.common import add_config_option, add_timeout_option, settings_from
 
 if TYPE_CHECKING:
     from pipeline.read.status import GroupStatus, PartitionStatus
@@ -31,13 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument(
         "--format", choices=("table", "json"), default="table", help="output (default: table)"
     )
-    parser.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=10.0,
-        metavar="S",
-        help="seconds to wait for each server (default 10)",
-    )
+    add_timeout_option(parser, 10.0, "Kafka or MongoDB")
     parser.set_defaults(func=status)
 
 

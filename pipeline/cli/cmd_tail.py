@@ -8,7 +8,7 @@ import sys
 import threading
 from types import FrameType
 
-from pipeline.cli.common import add_config_option, positive_float, positive_int
+from pipeline.cli.common import add_config_option, add_timeout_option, positive_int
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -36,13 +36,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser.add_argument("--format", choices=("text", "json"), default="text", help="default: text")
     parser.add_argument("--max", type=positive_int, metavar="N", help="exit after N messages")
     parser.add_argument("--tz", default="UTC", metavar="ZONE", help="show times in this IANA zone")
-    parser.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="give up when Kafka does not answer within this long at start (default 10)",
-    )
+    add_timeout_option(parser, 10.0, "Kafka")
     add_config_option(parser)
     parser.set_defaults(func=tail)
 

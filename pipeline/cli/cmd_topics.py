@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli.common import add_config_option, positive_float, positive_int
+from pipeline.cli.common import add_config_option, add_timeout_option, positive_int
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     create.add_argument("names", nargs="+", metavar="TOPIC", help="e.g. petr4 vale3")
     create.add_argument("--partitions", type=positive_int, default=3, help="partitions per topic (default 3)")
     create.add_argument("--replication", type=positive_int, default=1, help="replication factor (default 1)")
-    create.add_argument("--timeout", type=positive_float, default=30.0, metavar="SECONDS", help="default 30")
+    add_timeout_option(create, 30.0, "Kafka")
     add_config_option(create)
     create.set_defaults(func=topics_create)
 
@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "internal topics only with --all.",
     )
     listing.add_argument("--all", action="store_true", help="include internal topics (__consumer_offsets...)")
-    listing.add_argument("--timeout", type=positive_float, default=10.0, metavar="SECONDS", help="default 10")
+    add_timeout_option(listing, 10.0, "Kafka")
     add_config_option(listing)
     listing.set_defaults(func=topics_list)
 

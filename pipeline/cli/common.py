@@ -20,6 +20,17 @@ def add_config_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_timeout_option(parser: argparse.ArgumentParser, default: float, what: str) -> None:
+    """--timeout SECONDS: the bound on waiting for a server; past it, one line naming the server, exit 1."""
+    parser.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=default,
+        metavar="SECONDS",
+        help=f"give up when {what} does not answer within this long (default {default:g})",
+    )
+
+
 def settings_from(args: argparse.Namespace, logging: bool = True) -> Settings:
     # Imported here: `pipeline --help` and argument errors should not pay for pydantic and the clients.
     from pipeline.ops.config import load_settings

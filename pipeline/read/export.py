@@ -11,7 +11,7 @@ timestamp[ms, tz=UTC] column in Parquet. Prices in JSON Lines and CSV are the sh
 back as exactly the stored double (`repr`, as orjson writes them): 38.12 stays 38.12, and a price stored as
 62.190000000000005 (a different double from 62.19) is written as such, never rounded.
 
-`export_ticks` writes a file (atomically); `write_ticks` writes to an open binary stream (e.g. stdout).
+`export_ticks` writes a file (atomically) or an open binary stream (e.g. stdout).
 """
 
 from __future__ import annotations
@@ -201,41 +201,10 @@ class _Counted(io.RawIOBase):
         self.target.flush()
 
 
-def write_ticks(
-    db: Db,
-    symbol: str,
-    handle: IO[bytes],
-    fmt: str,
-    *,
-    start: datetime | None = None,
-    end: datetime | None = None,
-    collections: Collections = None,
-    batch_size: int = 1000,
-    row_group_rows: int = 50_000,
-    progress: Callable[[int], None] | None = None,
-) -> ExportResult:
-    """Write the ticks of `symbol` with start <= ts < end to an open binary stream, in the tick order.
-    `progress(rows)` is called after each batch written."""
-    fmt = check_format(fmt)
-    started = time.monotonic()
-    ticks = iter_ticks(db, symbol, start=start, end=end, collections=collections, batch_size=batch_size)
-    counted = _Counted(handle)
-    writer = _writer(fmt, cast(IO[bytes], counted), row_group_rows)
-    rows = 0
-    for chunk in _chunks(ticks, batch_size):
-        writer.write(chunk)
-        rows += len(chunk)
-        if progress is not None:
-            progress(rows)
-    writer.close()
-    counted.flush()
-    return ExportResult(None, fmt, rows, counted.count, time.monotonic() - started)
-
-
 def export_ticks(
     db: Db,
     symbol: str,
-    path: str | Path,
+    target: str | Path | IO[bytes],
     fmt: str,
     *,
     start: datetime | None = None,
@@ -245,22 +214,31 @@ def export_ticks(
     row_group_rows: int = 50_000,
     progress: Callable[[int], None] | None = None,
 ) -> ExportResult:
-    """Export the ticks of `symbol` with start <= ts < end to the file `path`, in the tick order (oldest
-    first). `progress(rows)` is called after each batch written. Raises QueryError subclasses for bad input
-    before creating any file; the file appears under its name only when complete."""
+    """Export the ticks of `symbol` with start <= ts < end, in the tick order (oldest first), to the file
+    `target` (written under a temporary name, renamed when complete) or to an open binary stream (e.g.
+    `sys.stdout.buffer`). `progress(rows)` is called after each batch written. Raises QueryError subclasses
+    for bad input before creating any file."""
     fmt = check_format(fmt)
-    target = Path(path)
-    with atomic_write(target, "wb") as handle:
-        result = write_ticks(
-            db,
-            symbol,
-            handle,
-            fmt,
-            start=start,
-            end=end,
-            collections=collections,
-            batch_size=batch_size,
-            row_group_rows=row_group_rows,
-            progress=progress,
-        )
-    return ExportResult(target, fmt, result.rows, target.stat().st_size, result.seconds)
+    started = time.monotonic()
+    ticks = iter_ticks(db, symbol, start=start, end=end, collections=collections, batch_size=batch_size)
+
+    def write(handle: IO[bytes]) -> tuple[int, int]:
+        counted = _Counted(handle)
+        writer = _writer(fmt, cast(IO[bytes], counted), row_group_rows)
+        rows = 0
+        for chunk in _chunks(ticks, batch_size):
+            writer.write(chunk)
+            rows += len(chunk)
+            if progress is not None:
+                progress(rows)
+        writer.close()
+        counted.flush()
+        return rows, counted.count
+
+    if not isinstance(target, str | Path):
+        rows, size = write(target)
+        return ExportResult(None, fmt, rows, size, time.monotonic() - started)
+    path = Path(target)
+    with atomic_write(path, "wb") as handle:
+        rows, _ = write(handle)
+    return ExportResult(path, fmt, rows, path.stat().st_size, time.monotonic() - started)
