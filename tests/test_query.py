@@ -535,3 +535,48 @@ def test_a_bad_alignment_zone_is_rejected_before_any_query(db: Any, zone: Any) -
         q.ohlc(db, "PETR4", "1d", align_tz=zone)
     with pytest.raises(q.InvalidTimezone):
         q.ohlc_pipeline("PETR4", "1d", align_tz=zone)
+
+
+def test_every_name_of_the_former_module_is_importable_from_the_package() -> None:
+    import pipeline
+    from pipeline import query
+
+    assert query is q and pipeline.query is q
+    names = [
+        "Bar",
+        "CollectionResolver",
+        "Collections",
+        "DEFAULT_SYMBOL_PATTERN",
+        "Db",
+        "INTERVALS",
+        "InvalidInterval",
+        "InvalidRange",
+        "InvalidSymbol",
+        "InvalidTime",
+        "InvalidTimezone",
+        "QueryError",
+        "SYMBOL_PATTERN",
+        "SymbolStats",
+        "TICK_INDEX_NAME",
+        "Tick",
+        "UnknownSymbol",
+        "check_interval",
+        "check_range",
+        "count_ticks",
+        "interval_delta",
+        "iter_ticks",
+        "latest",
+        "normalize_symbol",
+        "ohlc",
+        "ohlc_pipeline",
+        "parse_time",
+        "parse_zone",
+        "stats",
+        "symbol_stats",
+        "tick_filter",
+        "tick_sort",
+        "ticks",
+    ]
+    assert [n for n in names if not hasattr(q, n)] == []
+    assert set(q.__all__) >= set(names)
+    assert not hasattr(q, "resolve")  # unused, removed
