@@ -146,6 +146,31 @@ def test_kafka_unreachable_is_one_line_naming_the_server_within_the_timeout(
     assert elapsed < 2 + 4, elapsed
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["topics", "create", "t-unreachable", "--timeout", "2"],
+        ["topics", "list", "--timeout", "2"],
+        ["tail", "petr4", "--timeout", "2"],
+    ],
+    ids=["topics create", "topics list", "tail"],
+)
+def test_kafka_unreachable_is_one_line_from_the_console_script_too(market: Market, argv: list[str]) -> None:
+    """As a process (no test logging handlers): no client library log line reaches stderr."""
+    dead = f"127.0.0.1:{free_port()}"
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline", *argv],
+        env=market.subprocess_env(PIPELINE_KAFKA__BOOTSTRAP_SERVERS=dead),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1 and result.stdout == ""
+    assert result.stderr.splitlines() == [result.stderr.strip()], result.stderr
+    assert result.stderr.startswith(f"error: cannot reach Kafka at {dead}"), result.stderr
+
+
 def test_topics_create_says_1_partition(cli: Any) -> None:
     name = unique("one")
     code, out, err = cli("topics", "create", name, "--partitions", "1")

@@ -39,7 +39,19 @@ def settings_from(args: argparse.Namespace, logging: bool = True) -> Settings:
     settings = load_settings(getattr(args, "config", None))
     if logging:
         setup_logging(settings.log.level, settings.log.format)
+    else:
+        _no_log_output()
     return settings
+
+
+def _no_log_output() -> None:
+    """A command that reports what matters itself, in one line: log records of the client libraries (one
+    librdkafka line per reconnect attempt) must not reach stderr through Python's last-resort handler."""
+    import logging as std_logging
+
+    root = std_logging.getLogger()
+    if not root.handlers:
+        root.addHandler(std_logging.NullHandler())
 
 
 def fail(message: str, code: int = 1) -> int:
