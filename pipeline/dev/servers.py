@@ -117,6 +117,10 @@ class ServerProcess:
 
 
 class EmbeddedKafka:
+    """Tansu: the pip-only Kafka-compatible broker (memory storage: everything is lost on stop)."""
+
+    name = "Tansu"
+
     def __init__(self, workdir: Path, port: int | None = None, advertised_port: int | None = None) -> None:
         self.workdir = workdir
         self.port = port or free_port()
@@ -127,6 +131,14 @@ class EmbeddedKafka:
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.advertised_port}"
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"tansu-{self.port}.log"
+
+    @property
+    def log_paths(self) -> list[Path]:
+        return [self.log_path]
 
     def start(self, timeout_s: float = 20.0) -> EmbeddedKafka:
         command = [
@@ -139,9 +151,7 @@ class EmbeddedKafka:
             "--storage-engine",
             "memory://tansu/",
         ]
-        self.server = ServerProcess(
-            "Tansu Kafka broker", command, self.port, self.workdir / f"tansu-{self.port}.log"
-        )
+        self.server = ServerProcess("Tansu Kafka broker", command, self.port, self.log_path)
         self.server.start()
         self.server.wait_connectable(timeout_s)
         self._wait_metadata(timeout_s)
@@ -169,6 +179,10 @@ class EmbeddedKafka:
 
 
 class EmbeddedMongo:
+    """SecantusDB: a MongoDB wire-protocol server from PyPI (reports a replica set; test-only)."""
+
+    name = "SecantusDB"
+
     def __init__(
         self,
         workdir: Path,
@@ -186,6 +200,10 @@ class EmbeddedMongo:
     def uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"secantus-{self.port}.log"
+
     def start(self, timeout_s: float = 60.0) -> EmbeddedMongo:
         command = [
             *secantus_command(),
@@ -200,9 +218,7 @@ class EmbeddedMongo:
             "WARNING",
             *self.extra_args,
         ]
-        self.server = ServerProcess(
-            "SecantusDB MongoDB server", command, self.port, self.workdir / f"secantus-{self.port}.log"
-        )
+        self.server = ServerProcess("SecantusDB MongoDB server", command, self.port, self.log_path)
         self.server.start()
         self.server.wait_connectable(timeout_s)
         self._wait_ping(timeout_s)
