@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from pipeline.clients.source import RefusalWatch, wait_for_metadata
 from pipeline.core.errors import PipelineError, describe, kafka_error_of
 from pipeline.ops.config import KafkaConfig
 
@@ -18,9 +20,12 @@ class TopicInfo:
     partitions: int
 
 
-def admin_client(kafka: KafkaConfig) -> AdminClient:
+def admin_client(kafka: KafkaConfig, watch: RefusalWatch | None = None) -> AdminClient:
+    conf: dict[str, Any] = dict(kafka.common_librdkafka())
+    if watch is not None:
+        conf["error_cb"] = watch
     try:
-        return AdminClient(kafka.common_librdkafka())
+        return AdminClient(conf)
     except KafkaException as exc:
         raise PipelineError(f"invalid Kafka configuration: {describe(exc)}") from None
 
@@ -28,8 +33,11 @@ def admin_client(kafka: KafkaConfig) -> AdminClient:
 def create_topics(
     kafka: KafkaConfig, names: list[str], partitions: int, replication: int = 1, timeout_s: float = 30.0
 ) -> dict[str, str]:
-    """Create topics; returns name -> "created" | "exists". Raises PipelineError on any other failure."""
-    admin = admin_client(kafka)
+    """Create topics; returns name -> "created" | "exists". Raises PipelineError on any other failure (a
+    refusal, such as wrong credentials, is reported as such rather than as a timeout)."""
+    watch = RefusalWatch(kafka, needs="a Create ACL on the topics or the cluster")
+    admin = admin_client(kafka, watch)
+    wait_for_metadata(admin, watch, timeout_s)
     futures = admin.create_topics(
         [NewTopic(name, num_partitions=partitions, replication_factor=replication) for name in names],
         operation_timeout=timeout_s,
@@ -54,11 +62,9 @@ def create_topics(
 def list_topics(
     kafka: KafkaConfig, timeout_s: float = 10.0, include_internal: bool = False
 ) -> list[TopicInfo]:
-    admin = admin_client(kafka)
-    try:
-        metadata = admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise PipelineError(f"cannot reach Kafka at {kafka.bootstrap_servers}: {describe(exc)}") from None
+    watch = RefusalWatch(kafka, needs="a Describe ACL on the topics")
+    admin = admin_client(kafka, watch)
+    metadata = wait_for_metadata(admin, watch, timeout_s)
     topics = [
         TopicInfo(name, len(meta.partitions))
         for name, meta in metadata.topics.items()

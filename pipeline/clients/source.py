@@ -9,11 +9,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline.clients.kafka import consumer_config
 from pipeline.core.errors import (
+    ConfigurationError,
     FatalError,
     PipelineError,
     StartupError,
@@ -22,6 +24,7 @@ from pipeline.core.errors import (
     is_transient_kafka,
     kafka_error_of,
 )
+from pipeline.core.naming import is_topic_pattern
 from pipeline.ops.config import KafkaConfig
 from pipeline.ops.logs import get_logger
 from pipeline.ops.redact import redact_text
@@ -45,6 +48,106 @@ class CommitFailed(Exception):
         return self.error is not None and is_rebalance_error(self.error)
 
 
+def _who(config: KafkaConfig) -> str:
+    user = config.security.sasl_username
+    return f"user {user!r}" if user else "this client"
+
+
+CONSUMER_ACLS = "Read and Describe ACLs on its topics and a Read ACL on its group"
+PRODUCER_ACLS = "Write and Describe ACLs on its topics"
+
+
+def kafka_refusal(
+    error: KafkaError,
+    config: KafkaConfig,
+    redact: Callable[[str], str] = lambda s: s,
+    at_start: bool = True,
+    needs: str = CONSUMER_ACLS,
+) -> PipelineError | None:
+    """A Kafka error that waiting or retrying cannot fix, as one operator line naming its cause; None when
+    the error may be transient (librdkafka then keeps retrying by itself).
+
+    Decided by error code only (never by the broker's wording): wrong SASL credentials, a TLS handshake that
+    fails (an untrusted certificate), a missing ACL on a topic, the group or the cluster, and a group
+    setting the broker refuses (the session timeout) are refusals.
+    """
+    code = error.code()
+    where = config.bootstrap_servers
+    text = redact(error.str())
+    kind: type[PipelineError] = StartupError if at_start else FatalError
+    if code in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
+        mechanism = config.security.sasl_mechanism or "SASL"
+        return kind(f"Kafka at {where} refused the {mechanism} credentials of {_who(config)}: {text}")
+    if code == KafkaError._SSL:
+        return kind(f"TLS with Kafka at {where} failed (check kafka.security.ssl_ca_location): {text}")
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        return kind(
+            f"Kafka at {where} denies {_who(config)} access to a topic (TOPIC_AUTHORIZATION_FAILED; "
+            f"it needs {needs}): {text}"
+        )
+    if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        return kind(
+            f"Kafka at {where} denies {_who(config)} access to consumer group {config.group_id!r} "
+            f"(GROUP_AUTHORIZATION_FAILED; it needs a Read ACL on the group): {text}"
+        )
+    if code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+        return kind(
+            f"Kafka at {where} denies {_who(config)} a cluster operation "
+            f"(CLUSTER_AUTHORIZATION_FAILED): {text}"
+        )
+    if code == KafkaError.INVALID_SESSION_TIMEOUT:
+        return ConfigurationError(
+            f"kafka.session_timeout_ms={config.session_timeout_ms}: the broker at {where} refuses this "
+            "session timeout (INVALID_SESSION_TIMEOUT: outside its group.min.session.timeout.ms.."
+            f"group.max.session.timeout.ms): {text}"
+        )
+    if error.fatal():
+        return kind(f"fatal Kafka error: {error.name()}: {text}")
+    return None
+
+
+class RefusalWatch:
+    """An error_cb for any Kafka client: keeps the first refusal (kafka_refusal) it is told about, so a
+    command can report that cause instead of a generic 'cannot reach Kafka' or a timeout."""
+
+    def __init__(
+        self, config: KafkaConfig, redact: Callable[[str], str] = lambda s: s, needs: str = CONSUMER_ACLS
+    ) -> None:
+        self.config = config
+        self.redact = redact
+        self.needs = needs
+        self.refusal: PipelineError | None = None
+        self.last_error: KafkaError | None = None
+
+    def __call__(self, error: KafkaError) -> None:
+        self.last_error = error
+        if self.refusal is None:
+            self.refusal = kafka_refusal(error, self.config, self.redact, needs=self.needs)
+
+    def raise_if_refused(self) -> None:
+        if self.refusal is not None:
+            raise self.refusal
+
+
+def wait_for_metadata(client: Any, watch: RefusalWatch, timeout_s: float, topic: str | None = None) -> Any:
+    """client.list_topics() retried within timeout_s, serving the error callback between attempts: raises
+    the refusal as soon as one is seen, or StartupError('cannot reach Kafka ...') at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return client.list_topics(topic, timeout=min(1.0, max(0.1, deadline - time.monotonic())))
+        except KafkaException as exc:
+            client.poll(0)
+            watch.raise_if_refused()
+            if time.monotonic() >= deadline:
+                last = watch.last_error
+                cause = last.str() if last is not None else describe(exc)
+                raise StartupError(
+                    f"cannot reach Kafka at {watch.config.bootstrap_servers} within {timeout_s:g}s: "
+                    f"{watch.redact(cause)}"
+                ) from None
+
+
 class KafkaSource:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
@@ -53,6 +156,9 @@ class KafkaSource:
         self.last_error: KafkaError | None = None
         # Set (from librdkafka's error callback) when the client can't go on: the worker stops with it.
         self.fatal: PipelineError | None = None
+        # The first refusal seen (credentials, certificate, ACL, refused setting): check_connection raises it.
+        self.refusal: PipelineError | None = None
+        self._started = False
         self.brokers_down = False
         try:
             self.consumer = Consumer(consumer_config(config, self._on_error))
@@ -66,37 +172,100 @@ class KafkaSource:
         return redact_text(text, self._secrets)
 
     def _on_error(self, error: KafkaError) -> None:
-        # Called from consume()/poll(); librdkafka keeps reconnecting by itself, we only report.
+        # Called from consume()/poll(). librdkafka keeps reconnecting by itself; what retrying cannot fix (a
+        # refusal: credentials, certificate, ACLs, a refused setting, a fatal error) becomes `fatal`, which
+        # the worker checks on every step and stops with.
+        refusal = kafka_refusal(error, self.config, self.redact, at_start=not self._started)
         with self._lock:
             self.last_error = error
             if error.code() == KafkaError._ALL_BROKERS_DOWN:
                 self.brokers_down = True
-        if error.fatal():
-            self.fatal = self.fatal or FatalError(f"fatal Kafka error: {self.redact(error.str())}")
-            log.error("fatal Kafka client error", error=self.redact(f"{error.name()}: {error.str()}"))
-        else:
+            if refusal is not None:
+                self.refusal = self.refusal or refusal
+                if self._started:
+                    self.fatal = self.fatal or refusal
+        if refusal is None:
             log.warning("Kafka client error (librdkafka retries by itself)", error=self.redact(error.str()))
+        # A refusal is reported once, by whoever stops on it (check_connection's caller, or the worker).
+
+    def _check_message_errors(self, messages: list[Message]) -> None:
+        """Errors delivered as messages: a missing Read ACL (fetch), a refused session timeout (join)."""
+        for message in messages:
+            error = message.error()
+            if error is None or self.fatal is not None:
+                continue
+            refusal = kafka_refusal(error, self.config, self.redact, at_start=False)
+            if refusal is not None:
+                self.fatal = refusal
 
     def check_connection(self, timeout_s: float) -> None:
-        """Fetch cluster metadata within a bounded time, or raise StartupError naming the last error."""
+        """Within timeout_s: fetch cluster metadata, check that the fixed topics and the group may be used,
+        or raise one line naming the cause: a refusal (StartupError, or ConfigurationError), else 'cannot
+        reach Kafka' with the last client error."""
         deadline = time.monotonic() + timeout_s
-        try:
-            self.consumer.list_topics(timeout=max(0.5, deadline - time.monotonic()))
-        except KafkaException as exc:
-            cause = self.last_error.str() if self.last_error is not None else describe(exc)
-            raise StartupError(
-                f"cannot reach Kafka at {self.config.bootstrap_servers} within {timeout_s:g}s: "
-                f"{self.redact(cause)}"
-            ) from None
-        if self.last_error is not None and self.last_error.code() in (
-            KafkaError._AUTHENTICATION,
-            KafkaError.SASL_AUTHENTICATION_FAILED,
-            KafkaError._SSL,
-        ):
-            raise StartupError(
-                f"Kafka at {self.config.bootstrap_servers} refused us: {self.redact(self.last_error.str())}"
-            )
+
+        def remaining() -> float:
+            return max(0.1, deadline - time.monotonic())
+
+        while True:
+            try:
+                self.consumer.list_topics(timeout=min(1.0, remaining()))
+                break
+            except KafkaException as exc:
+                self.consumer.poll(0)  # serve the error callback: it records refusals
+                if self.refusal is not None:
+                    raise self.refusal from None
+                if time.monotonic() >= deadline:
+                    cause = self.last_error.str() if self.last_error is not None else describe(exc)
+                    raise StartupError(
+                        f"cannot reach Kafka at {self.config.bootstrap_servers} within {timeout_s:g}s: "
+                        f"{self.redact(cause)}"
+                    ) from None
+        self.consumer.poll(0)
+        if self.refusal is not None:
+            raise self.refusal
+        self._check_topics(remaining())
+        self._check_group(remaining())
         self.brokers_down = False
+        self._started = True
+
+    def _check_topics(self, timeout_s: float) -> None:
+        """A topic we may not Describe is reported as TOPIC_AUTHORIZATION_FAILED in its metadata (a missing
+        Read ACL shows only when fetching: consume() reports it)."""
+        for topic in self.config.topics:
+            if is_topic_pattern(topic):
+                continue
+            try:
+                metadata = self.consumer.list_topics(topic, timeout=timeout_s)
+            except KafkaException:
+                continue  # transient: the worker retries and reports on its own
+            found = metadata.topics.get(topic)
+            error = found.error if found is not None else None
+            if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                refusal = kafka_refusal(error, self.config, self.redact)
+                if refusal is not None:
+                    raise refusal
+
+    def _check_group(self, timeout_s: float) -> None:
+        """Without an ACL on the group, librdkafka only logs 'Group authorization failed' once and waits
+        forever; the group coordinator answers an admin request with GROUP_AUTHORIZATION_FAILED at once."""
+        from confluent_kafka.admin import AdminClient
+
+        from pipeline.clients.kafka import QUIET_LOGGER
+
+        try:
+            conf: dict[str, Any] = {**self.config.common_librdkafka(), "logger": QUIET_LOGGER}
+            admin = AdminClient(conf)
+            future = admin.describe_consumer_groups([self.config.group_id], request_timeout=timeout_s)
+            future[self.config.group_id].result(timeout=timeout_s + 1)
+        except KafkaException as exc:
+            error = kafka_error_of(exc)
+            if error is not None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+                refusal = kafka_refusal(error, self.config, self.redact)
+                if refusal is not None:
+                    raise refusal from None
+        except Exception:
+            return  # anything else (a timeout, a coordinator moving) is not a refusal: carry on
 
     def subscribe(
         self, on_assign: RebalanceCallback, on_revoke: RebalanceCallback, on_lost: RebalanceCallback
@@ -115,6 +284,7 @@ class KafkaSource:
         messages: list[Message] = self.consumer.consume(max(1, max_messages), timeout_s)
         if messages:
             self.brokers_down = False
+            self._check_message_errors(messages)
         return messages
 
     def commit(self, offsets: Mapping[TP, int]) -> None:
@@ -154,8 +324,18 @@ class KafkaSource:
             self.consumer.resume([TopicPartition(t, p) for t, p in todo])
             self.paused.difference_update(todo)
 
-    def seek(self, tp: TP, offset: int) -> None:
-        self.consumer.seek(TopicPartition(tp[0], tp[1], offset))
+    def positions(self, tps: list[TP]) -> dict[TP, int]:
+        """The next offset the consumer will deliver per partition (past transaction markers and other
+        offsets that hold no message); negative where nothing was delivered yet."""
+        if not tps:
+            return {}
+        parts = self.consumer.position([TopicPartition(t, p) for t, p in tps])
+        return {(p.topic, p.partition): p.offset for p in parts if p.error is None}
+
+    @property
+    def group_protocol(self) -> str:
+        """'classic' or 'consumer' (KIP-848), as configured."""
+        return self.config.group_protocol
 
     def watermarks(self, tp: TP) -> tuple[int, int] | None:
         try:

@@ -20,10 +20,12 @@ import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from pipeline.clients.kafka import produce_waiting, producer_config
+from pipeline.clients.source import PRODUCER_ACLS, RefusalWatch, kafka_refusal
 from pipeline.core.errors import StartupError, describe
 from pipeline.core.timefmt import iso_utc
 from pipeline.ops.config import KafkaConfig
 from pipeline.ops.logs import get_logger
+from pipeline.ops.redact import redact_text
 
 log = get_logger("pipeline.dev.simulator")
 UNASSIGNED_PARTITION = -1  # librdkafka's RD_KAFKA_PARTITION_UA: the configured partitioner decides
@@ -100,8 +102,12 @@ class TickProducer:
         self.record_offsets = record_offsets
         self.report = ProduceReport()
         self._lock = threading.Lock()
+        secrets = [p.get_secret_value() for p in (kafka.security.sasl_password,) if p is not None]
+        # Refusals (credentials, certificate, ACLs) end the run at once with their cause, instead of every
+        # message failing only after message.timeout.ms.
+        self.watch = RefusalWatch(kafka, lambda text: redact_text(text, secrets), needs=PRODUCER_ACLS)
         try:
-            self.producer = Producer(producer_config(kafka, extra_config))
+            self.producer = Producer({**producer_config(kafka, extra_config), "error_cb": self.watch})
         except KafkaException as exc:
             raise StartupError(f"invalid Kafka producer configuration: {describe(exc)}") from None
         # Keyed by symbol, every tick of a one-symbol topic lands in one partition (per-symbol order, the
@@ -115,7 +121,14 @@ class TickProducer:
             try:
                 meta = self.producer.list_topics(topic, timeout=10)
             except KafkaException as exc:
+                self.producer.poll(0)
+                self.watch.raise_if_refused()
                 raise StartupError(f"cannot read metadata of topic {topic!r}: {describe(exc)}") from None
+            error = meta.topics[topic].error
+            if error is not None:
+                refusal = kafka_refusal(error, self.watch.config, self.watch.redact, needs=PRODUCER_ACLS)
+                if refusal is not None:
+                    raise refusal
             partitions = meta.topics[topic].partitions
             if not partitions:
                 raise StartupError(f"topic {topic!r} has no partitions (does it exist?)")
@@ -128,6 +141,10 @@ class TickProducer:
                 self.report.failed += 1
                 if self.report.first_error is None:
                     self.report.first_error = f"{err.name()}: {err.str()}"
+                if self.watch.refusal is None:
+                    self.watch.refusal = kafka_refusal(
+                        err, self.watch.config, self.watch.redact, needs=PRODUCER_ACLS
+                    )
                 return
             self.report.delivered += 1
             topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
@@ -172,6 +189,7 @@ class TickProducer:
                 delay = due - time.monotonic()
                 if delay > 0:
                     self.producer.poll(min(delay, 0.1))
+                    self.watch.raise_if_refused()
                     continue
             now = datetime.now(UTC)
             chunk = len(self.topics) if count == 0 else min(len(self.topics), count - i)
@@ -180,6 +198,7 @@ class TickProducer:
             i += chunk
             if i % 1000 < chunk:
                 self.producer.poll(0)
+                self.watch.raise_if_refused()
                 if progress is not None:
                     progress(i)
         self.flush()
@@ -189,7 +208,14 @@ class TickProducer:
         return self.report
 
     def flush(self, timeout_s: float = 60.0) -> None:
-        remaining = self.producer.flush(timeout_s)
+        """Wait for every delivery report; raises the refusal (PipelineError) as soon as one is seen."""
+        deadline = time.monotonic() + timeout_s
+        remaining = len(self.producer)
+        while remaining:
+            remaining = self.producer.flush(min(0.5, max(0.0, deadline - time.monotonic())))
+            self.watch.raise_if_refused()
+            if time.monotonic() >= deadline:
+                break
         if remaining:
             with self._lock:
                 self.report.failed += remaining
