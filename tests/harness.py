@@ -1,7 +1,7 @@
 """Test harness: real test servers, worker runners (thread or subprocess), and delivery-guarantee checks.
 
-Every integration test talks to the real Tansu broker and the real SecantusDB server started by conftest.py;
-nothing here mocks Kafka or MongoDB.
+Every integration test talks to the real servers started by conftest.py (Apache Kafka, or the Tansu fallback;
+SecantusDB and FerretDB); nothing here mocks Kafka or MongoDB.
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ class Servers:
     bootstrap: str
     mongo_uri: str
     workdir: Path
+    mongo_name: str = "SecantusDB"
 
 
 @dataclass
@@ -63,6 +64,7 @@ class Scenario:
     group: str
     database: str
     partitions: int = 3
+    replication: int = 1
     extra_env: dict[str, str] = field(default_factory=dict)
     # End offsets (next offset) of everything produced so far, from delivery reports.
     ends: dict[TP, int] = field(default_factory=dict)
@@ -108,7 +110,7 @@ class Scenario:
         return Settings(**base)
 
     def create_topics(self, topics: list[str] | None = None, partitions: int | None = None) -> None:
-        create_topics(self.kafka, topics or self.topics, partitions or self.partitions)
+        create_topics(self.kafka, topics or self.topics, partitions or self.partitions, self.replication)
 
     def produce(self, count: int, topics: list[str] | None = None, seed: int = 7) -> ProduceReport:
         producer = TickProducer(
@@ -155,12 +157,67 @@ class Scenario:
 
 
 def committed_offsets(bootstrap: str, group: str, tps: list[TP], timeout: float = 10.0) -> dict[TP, int]:
+    """The group's committed offsets; retried within `timeout` while the coordinator is loading or moving
+    (right after a broker start or a failover)."""
+    from confluent_kafka import KafkaError
+
+    retry = {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT,
+    }
+    deadline = time.monotonic() + timeout
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
     try:
-        parts = consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=timeout)
+        while True:
+            try:
+                parts = consumer.committed(
+                    [TopicPartition(t, p) for t, p in tps], timeout=max(0.5, deadline - time.monotonic())
+                )
+                break
+            except KafkaException as exc:
+                error = exc.args[0] if exc.args else None
+                if time.monotonic() >= deadline or error is None or error.code() not in retry:
+                    raise
+                time.sleep(0.2)
     finally:
         consumer.close()
     return {(p.topic, p.partition): p.offset for p in parts}
+
+
+class OffsetWatch:
+    """The group's committed offsets, summed: cheap progress to wait on (one OffsetFetch to the broker),
+    unlike counting stored documents, which some servers can only do by scanning the collection."""
+
+    def __init__(self, sc: Scenario, tps: list[TP] | None = None) -> None:
+        self.tps = tps or [(t, p) for t in sc.topics for p in range(sc.partitions)]
+        self._consumer = Consumer(
+            {"bootstrap.servers": sc.servers.bootstrap, "group.id": sc.group, "enable.auto.commit": False}
+        )
+
+    def total(self) -> int:
+        """-1 while the broker cannot be asked (an outage): never satisfies a wait."""
+        try:
+            parts = self._consumer.committed([TopicPartition(t, p) for t, p in self.tps], timeout=5)
+        except KafkaException:
+            return -1
+        return sum(max(0, p.offset) for p in parts)
+
+    def wait(self, at_least: int, timeout: float = 180, what: str = "progress") -> int:
+        wait_for(lambda: self.total() >= at_least, timeout=timeout, interval=0.05, what=what)
+        return self.total()
+
+    def more(self, count: int, timeout: float = 180, what: str = "progress") -> int:
+        """Wait for `count` more committed offsets than now (now = once the broker can be asked)."""
+        base: list[int] = []
+        wait_for(
+            lambda: base.append(self.total()) or base[-1] >= 0, timeout=timeout, what="the committed offsets"
+        )
+        return self.wait(base[-1] + count, timeout, what)
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def reset_group_offsets(bootstrap: str, group: str, offsets: dict[TP, int]) -> None:
@@ -294,23 +351,38 @@ class CommitMonitor:
     Each cycle reads the group's committed offsets first, then counts the stored documents in every offset
     range that became committed since the previous cycle. Stored data only grows, so a range that is still
     incomplete after its commit was observed was incomplete when it was committed: a violation.
+
+    `produced` is either the offsets of a backlog produced beforehand, or a PacedProducer still producing:
+    then each cycle checks the committed ranges up to the last offset whose delivery was reported so far
+    (per partition, delivery reports come in offset order) and the rest in a later cycle.
     """
 
     def __init__(
-        self, scenario: Scenario, collections: dict[str, str], produced: dict[TP, list[int]]
+        self,
+        scenario: Scenario,
+        collections: dict[str, str],
+        produced: dict[TP, list[int]] | PacedProducer,
     ) -> None:
         self.scenario = scenario
         self.collections = collections  # topic -> collection
-        self.produced = {tp: sorted(offsets) for tp, offsets in produced.items()}
-        self.checked: dict[TP, int] = {tp: 0 for tp in produced}
+        self._live = produced if isinstance(produced, PacedProducer) else None
+        if isinstance(produced, PacedProducer):
+            tps = [(t, p) for t in scenario.topics for p in range(scenario.partitions)]
+            self.produced: dict[TP, list[int]] = {tp: [] for tp in tps}
+        else:
+            self.produced = {tp: sorted(offsets) for tp, offsets in produced.items()}
+        self.checked: dict[TP, int] = {tp: 0 for tp in self.produced}
         self.violations: list[str] = []
         self.cycles = 0
         self.skipped_cycles = 0
         self.ranges_checked = 0
-        # (time, committed offsets) of every cycle, for tests that check when commits happened.
+        # (time, committed offsets) every 0.1 s, for tests that check when commits happened.
         self.history: list[tuple[float, dict[TP, int]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="commit-monitor", daemon=True)
+        # The history is sampled by its own thread: a check cycle blocked by a MongoDB outage must not
+        # thin out the record of when offsets moved.
+        self._history_thread = threading.Thread(target=self._sample, name="commit-history", daemon=True)
         self._consumer = Consumer(
             {
                 "bootstrap.servers": scenario.servers.bootstrap,
@@ -325,14 +397,36 @@ class CommitMonitor:
 
     def start(self) -> CommitMonitor:
         self._thread.start()
+        self._history_thread.start()
         return self
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(30)
+        self._history_thread.join(30)
         self.check_once()  # one last cycle on the final state
         self._consumer.close()
         self._client.close()
+
+    def _sample(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.scenario.servers.bootstrap,
+                "group.id": self.scenario.group,
+                "enable.auto.commit": False,
+            }
+        )
+        tps = [TopicPartition(t, p) for t, p in self.produced]
+        try:
+            while not self._stop.is_set():
+                try:
+                    parts = consumer.committed(tps, timeout=10)
+                    self.history.append((time.monotonic(), {(p.topic, p.partition): p.offset for p in parts}))
+                except KafkaException:
+                    pass  # the broker is down (fault tests): no sample this time
+                self._stop.wait(0.1)
+        finally:
+            consumer.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -347,18 +441,31 @@ class CommitMonitor:
                 return
             self._stop.wait(0.05)
 
+    def _refresh_produced(self) -> None:
+        if self._live is None:
+            return
+        for tp, offsets in list(self._live.producer.report.offsets.items()):
+            if tp in self.produced and len(offsets) > len(self.produced[tp]):
+                self.produced[tp] = list(offsets)
+
     def check_once(self) -> None:
+        import bisect
+
         tps = list(self.produced)
         parts = self._consumer.committed([TopicPartition(t, p) for t, p in tps], timeout=10)
-        self.history.append((time.monotonic(), {(p.topic, p.partition): p.offset for p in parts}))
+        self._refresh_produced()  # after reading the commits: what was committed was produced before
         db = self._client[self.scenario.database]
         for part in parts:
             tp = (part.topic, part.partition)
             committed = part.offset
+            if self._live is not None:  # only as far as the deliveries reported so far
+                known = self.produced[tp]
+                committed = min(committed, known[-1] + 1 if known else 0)
             if committed < 0 or committed <= self.checked[tp]:
                 continue
             low = self.checked[tp]
-            expected = sum(1 for o in self.produced[tp] if low <= o < committed)
+            offsets = self.produced[tp]
+            expected = bisect.bisect_left(offsets, committed) - bisect.bisect_left(offsets, low)
             stored = db[self.collections[tp[0]]].count_documents(
                 {"_id.topic": tp[0], "_id.partition": tp[1], "_id.offset": {"$gte": low, "$lt": committed}}
             )
@@ -431,26 +538,39 @@ def run_process_until_committed(
 def kill_loop(
     sc: Scenario, total: int, kills_wanted: int, log_path: Path, seed: int, env: dict[str, str] | None = None
 ) -> KillLoopResult:
-    """Start the worker, kill -9 it at a random moment of its ingestion, restart it; `kills_wanted` times.
-    Then a last run until everything is committed, stopped with SIGTERM."""
+    """Start the worker, kill -9 it in the middle of its ingestion, restart it; `kills_wanted` times. Then a
+    last run until everything is committed, stopped with SIGTERM.
+
+    The kill points are chosen by progress, not by time, so they fall inside the stream whatever the
+    servers' speed: kill #i comes once the group's committed offsets reach a random point of the i-th of
+    `kills_wanted` equal slices of the first 70% of the data, after a further random 0-0.2 s (so it lands
+    anywhere in the worker's batch/commit cycle). The margin keeps the last kill before the end even when
+    the worker is far ahead of its last commit."""
     import random
 
     rng = random.Random(seed)
     env = env or sc.env()
     ends = {tp: end for tp, end in sc.ends.items()}
+    span = 0.7 * total / kills_wanted
+    targets = [int(span * (i + rng.uniform(0.1, 0.9))) for i in range(kills_wanted)]
     kills: list[int] = []
-    while len(kills) < kills_wanted:
-        before = stored_count(sc)
-        worker = ProcessWorker(env, log_path).start()
-        try:
-            wait_for(lambda b=before: stored_count(sc) > b, timeout=90, interval=0.05, what="progress")
-            time.sleep(rng.uniform(0.0, 1.2))
-            at = stored_count(sc)
-            assert at < total, f"ingestion finished before kill #{len(kills) + 1}; the test needs more data"
-            worker.kill9()
-            kills.append(at)
-        finally:
-            worker.stop()
+    watch = OffsetWatch(sc, list(ends))
+    try:
+        for target in targets:
+            worker = ProcessWorker(env, log_path).start()
+            try:
+                watch.wait(target, timeout=120, what=f"{target} committed before kill #{len(kills) + 1}")
+                time.sleep(rng.uniform(0.0, 0.2))
+                at = stored_count(sc)
+                assert at < total, (
+                    f"ingestion finished before kill #{len(kills) + 1}; the test needs more data"
+                )
+                worker.kill9()
+                kills.append(at)
+            finally:
+                worker.stop()
+    finally:
+        watch.close()
     final = ProcessWorker(env, log_path).start()
     try:
         wait_for(lambda: sc.committed(list(ends)) == ends, timeout=300, interval=0.5, what="all committed")
@@ -459,6 +579,108 @@ def kill_loop(
     finally:
         final.stop()
     return KillLoopResult(kills, code, log_path.read_text(errors="replace"))
+
+
+class PacedProducer:
+    """Produces ticks at `rate`/s from a thread while a test injects faults: `count` of them, or with
+    count=0 until `stop()` (the test stops it after its last fault, so every fault happens mid-stream,
+    whatever the servers' speed). `join()` records the delivered end offsets in the scenario and returns
+    the report; with `message.timeout.ms` long enough, a broker outage only delays deliveries (the
+    idempotent producer retries), it does not fail them."""
+
+    def __init__(
+        self,
+        sc: Scenario,
+        count: int,
+        rate: float,
+        seed: int = 11,
+        bootstrap: str | None = None,
+        extra_config: dict[str, Any] | None = None,
+    ) -> None:
+        kafka = sc.kafka
+        if bootstrap is not None:
+            kafka = KafkaConfig(bootstrap_servers=bootstrap, topics=sc.topics, group_id=sc.group)
+        self.sc = sc
+        self.count = count
+        self.rate = rate
+        self.stop_event = threading.Event()
+        self.producer = TickProducer(
+            kafka,
+            sc.topics,
+            seed=seed,
+            record_offsets=True,
+            spread=True,
+            extra_config={"message.timeout.ms": 300_000, **(extra_config or {})},
+        )
+        self.report: ProduceReport | None = None
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="paced-producer", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.report = self.producer.run(self.count, rate=self.rate, stop=self.stop_event)
+        except BaseException as exc:
+            self.error = exc
+
+    def start(self) -> PacedProducer:
+        self._thread.start()
+        return self
+
+    @property
+    def sent(self) -> int:
+        return self.producer.report.sent
+
+    @property
+    def delivered(self) -> int:
+        return self.producer.report.delivered
+
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 600) -> ProduceReport:
+        self.stop_event.set()
+        return self.join(timeout)
+
+    def join(self, timeout: float = 600) -> ProduceReport:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the producer did not finish"
+        if self.error is not None:
+            raise self.error
+        assert self.report is not None
+        assert self.report.ok, f"producing failed: {self.report.first_error}"
+        for tp, offsets in self.report.offsets.items():
+            self.sc.ends[tp] = max(self.sc.ends.get(tp, 0), max(offsets) + 1)
+        return self.report
+
+
+def group_members(bootstrap: str, group: str, timeout: float = 10.0) -> list[list[TP]]:
+    """The group's current members, each as the partitions assigned to it (empty list: no member)."""
+    from confluent_kafka import ConsumerGroupState
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    description = admin.describe_consumer_groups([group], request_timeout=timeout)[group].result(timeout)
+    if description.state != ConsumerGroupState.STABLE:
+        return []  # empty, or between generations: nobody owns anything yet
+    return [[(p.topic, p.partition) for p in m.assignment.topic_partitions] for m in description.members]
+
+
+def wait_members(bootstrap: str, group: str, count: int, timeout: float = 60.0) -> None:
+    """Wait until the group is stable with exactly `count` members that each own at least one partition."""
+
+    def settled() -> bool:
+        try:
+            members = group_members(bootstrap, group)
+        except KafkaException:
+            return False
+        return len(members) == count and all(members)
+
+    wait_for(settled, timeout=timeout, interval=0.2, what=f"{count} members in group {group}")
+
+
+def dead_letter_count(sc: Scenario, collection: str = "dead_letters") -> int:
+    with MongoClient(sc.servers.mongo_uri, serverSelectionTimeoutMS=20_000) as client:
+        return int(client[sc.database][collection].count_documents({}))
 
 
 class TcpProxy:
