@@ -13,7 +13,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from tests.harness import ProcessWorker, Scenario, thread_worker, wait_for
 
-pytestmark = pytest.mark.servers
+# The write path: once per MongoDB-compatible test server (tests/conftest.py).
+pytestmark = [pytest.mark.servers, pytest.mark.write_path]
 
 TS = "2026-11-25T13:00:00.123Z"
 
@@ -101,6 +102,7 @@ def _dlq_messages(sc: Scenario, topic: str, expected: int) -> list[tuple[bytes |
     return found
 
 
+@pytest.mark.needs_mongo("jsonSchema")  # the mongo_rejected case comes from a $jsonSchema validator
 def test_every_kind_of_bad_message_is_dead_lettered_with_its_reason_and_good_ones_are_stored(
     make_scenario: Callable[..., Scenario],
 ) -> None:
@@ -191,6 +193,7 @@ def test_tolerance_none_stops_at_the_first_bad_message_and_commits_only_what_pre
     assert sc.committed([(topic, 0)]) == {(topic, 0): poison}
 
 
+@pytest.mark.needs_mongo("jsonSchema")  # the rejection comes from a $jsonSchema validator
 def test_tolerance_none_stops_on_a_mongodb_rejection_without_committing_past_it(
     make_scenario: Callable[..., Scenario], tmp_path: Path
 ) -> None:

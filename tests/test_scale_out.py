@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ProcessWorker, Scenario, assert_exactly_once, wait_for
+from tests.harness import ProcessWorker, Scenario, assert_exactly_once, wait_for, wait_members
 
-pytestmark = [pytest.mark.servers]
+pytestmark = [pytest.mark.servers, pytest.mark.write_path]
 
 
 def _events(worker: ProcessWorker, message: str) -> list[dict[str, Any]]:
@@ -32,9 +32,7 @@ def test_two_worker_processes_split_the_partitions_and_store_everything_once(
     total = 20_000
     sc = make_scenario(("petr4", "vale3"), partitions=3)
     sc.add_verification_index(sc.topics)
-    report = sc.produce(total)
-    everything = {f"{t}[{p}]" for t, p in sc.ends}
-    assert len(everything) == 6
+    everything = {f"{t}[{p}]" for t in sc.topics for p in range(3)}
     env = sc.env()
     workers = [ProcessWorker(env, tmp_path / f"w{i}.log").start() for i in (1, 2)]
     try:
@@ -42,7 +40,12 @@ def test_two_worker_processes_split_the_partitions_and_store_everything_once(
         def both_own_partitions() -> bool:
             return all(_events(w, "partitions assigned") for w in workers)
 
+        # The ticks are produced once both workers share the partitions: neither can drain the stream alone
+        # before the other has joined, however fast the servers are.
         wait_for(both_own_partitions, timeout=60, interval=0.2, what="both workers to be assigned partitions")
+        wait_members(sc.servers.bootstrap, sc.group, 2)
+        report = sc.produce(total)
+        assert {f"{t}[{p}]" for t, p in sc.ends} == everything
         wait_for(
             lambda: sc.committed(list(sc.ends)) == sc.ends, timeout=300, interval=0.5, what="all committed"
         )
