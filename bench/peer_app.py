@@ -12,7 +12,9 @@ checkpoint), except what a fair comparison needs:
 - the write concern (`--write-concern majority`, the bench's default): w=majority, j=true like tickpipe,
   passed as MongoClient keyword arguments (the sink hands extra arguments to MongoClient); `default` keeps
   Quix's (the client default).
-- `session.timeout.ms` 6000 (the test broker's group join takes half of it; tickpipe gets the same).
+- `session.timeout.ms` 6000 (tickpipe gets the same) with `heartbeat.interval.ms` a quarter of it, as
+  tickpipe sets it: librdkafka's default heartbeat (3 s) would let a 3-6 s session expire between two
+  heartbeats.
 
 Stop it with SIGTERM (Quix then finishes its checkpoint and exits).
 """
@@ -48,7 +50,10 @@ def main() -> None:
         consumer_group=args.group,
         auto_offset_reset="earliest",
         use_changelog_topics=False,
-        consumer_extra_config={"session.timeout.ms": args.session_timeout_ms},
+        consumer_extra_config={
+            "session.timeout.ms": args.session_timeout_ms,
+            "heartbeat.interval.ms": max(100, args.session_timeout_ms // 4),
+        },
     )
     client_options: dict[str, Any] = {"directConnection": True}
     if args.write_concern == "majority":
