@@ -23,10 +23,16 @@ def _run_until_committed(sc: Scenario, settings: Any, ends: dict[tuple[str, int]
 
 
 def _newest_by_symbol(db: Any, collection: str) -> dict[str, dict[str, Any]]:
+    """The newest tick of each symbol in the one tick order: ts, then partition, then offset, then topic
+    (ticks sharing a millisecond are ordered as a reader of their partition saw them)."""
+
+    def order(doc: dict[str, Any]) -> tuple[Any, ...]:
+        return (doc["ts"], doc["_id"]["partition"], doc["_id"]["offset"], doc["_id"]["topic"])
+
     newest: dict[str, dict[str, Any]] = {}
     for doc in db[collection].find({}, {"symbol": 1, "ts": 1, "price": 1, "volume": 1}):
         current = newest.get(doc["symbol"])
-        if current is None or doc["ts"] > current["ts"]:
+        if current is None or order(doc) > order(current):
             newest[doc["symbol"]] = doc
     return newest
 

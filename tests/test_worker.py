@@ -102,9 +102,9 @@ def test_two_workers_in_one_group_split_partitions_and_store_everything_once(
     with thread_worker(sc.settings()) as first:
         wait_for(lambda: first.worker.totals.stored > 500, timeout=60, what="first worker progress")
         with thread_worker(sc.settings()) as second:
-            wait_for(lambda: second.worker.tracker.assigned, timeout=60, what="second worker assigned")
+            wait_for(lambda: second.worker.assigned, timeout=60, what="second worker assigned")
             assert first.worker.totals.stored < 20_000, "backlog drained before the rebalance: test is moot"
-            assert len(first.worker.tracker.assigned) + len(second.worker.tracker.assigned) == 6
+            assert len(first.worker.assigned) + len(second.worker.assigned) == 6
             wait_for(
                 lambda: sc.committed(list(ends)) == ends, timeout=180, interval=0.5, what="all committed"
             )

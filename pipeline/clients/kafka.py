@@ -36,8 +36,6 @@ def consumer_config(
         "group.id": config.group_id,
         "enable.auto.commit": False,
         "auto.offset.reset": config.auto_offset_reset,
-        "session.timeout.ms": config.session_timeout_ms,
-        "heartbeat.interval.ms": heartbeat_interval_ms(config.session_timeout_ms),
         "max.poll.interval.ms": config.max_poll_interval_ms,
         "enable.partition.eof": False,
         # Bounded prefetch: with a backlog, librdkafka would otherwise buffer up to 64 MB per client.
@@ -47,6 +45,12 @@ def consumer_config(
         # would add up to this much latency to every quiet-stream message; librdkafka's default is 500 ms.
         "fetch.wait.max.ms": 100,
     }
+    if config.group_protocol == "consumer":
+        # KIP-848: the broker owns the session timeout, the heartbeat interval and the assignor.
+        conf["group.protocol"] = "consumer"
+    else:
+        conf["session.timeout.ms"] = config.session_timeout_ms
+        conf["heartbeat.interval.ms"] = heartbeat_interval_ms(config.session_timeout_ms)
     conf.update(config.consumer)
     if error_cb is not None:
         conf["error_cb"] = error_cb

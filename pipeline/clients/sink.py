@@ -1,82 +1,72 @@
-"""MongoDB side: connection, indexes, and one unordered bulk insert per collection per batch.
+"""MongoDB side of the write path: collections and indexes, bulk inserts, the latest-tick upserts and the
+record of which Kafka topic each collection holds.
 
-`insert` reports, per document, whether it was stored, already there (duplicate `_id`: a re-delivery, which
-is success), must be retried (a transient per-document error), or can never be stored (a data error). Whole-
-request failures (network, elections, write-concern errors) raise and are retried by the writer.
+The sink does I/O and reports what the server said; what that means for each document is decided by
+`pipeline.core.write_outcome` (never by an error message's wording). Whole-request failures (network,
+elections, timeouts) raise and are retried by the writer; a write-concern error raises `TransientError`
+after noting which documents the server did insert.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from bson.errors import InvalidDocument
 from pymongo import ASCENDING, MongoClient, UpdateOne, WriteConcern
+from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import (
     BulkWriteError,
     CollectionInvalid,
-    DocumentTooLarge,
+    ConfigurationError,
+    DuplicateKeyError,
+    InvalidOperation,
     OperationFailure,
     PyMongoError,
-    WriteError,
 )
 from pymongo.read_concern import ReadConcern
 
 from pipeline.clients.mongo import make_client
 from pipeline.core.codec import TICK_INDEX, TICK_INDEX_NAME
 from pipeline.core.errors import (
-    DUPLICATE_KEY,
+    DUPLICATE_KEY_CODES,
     TRANSIENT_MONGO_CODES,
     FatalError,
     StartupError,
     TransientError,
     describe,
 )
+from pipeline.core.errors import ConfigurationError as ConfigurationRefused
+from pipeline.core.storage import CollectionPlan
+from pipeline.core.write_outcome import BulkErrors, id_key, read_bulk_errors
 from pipeline.ops.config import MongoConfig, TimeSeriesOptions
 from pipeline.ops.logs import get_logger
 from pipeline.ops.redact import redact_text, redact_uri
 
 log = get_logger("pipeline.clients.sink")
 COORDINATES_INDEX = [("_id.topic", ASCENDING), ("_id.partition", ASCENDING), ("_id.offset", ASCENDING)]
+# Which Kafka topic (topic id, cluster id) each collection holds ticks of.
+SOURCES_COLLECTION = "tickpipe_sources"
+
+
+class WriteConcernFailed(TransientError):
+    """The server applied (some of) the write but could not confirm it with the write concern."""
+
+    def __init__(self, message: str, inserted: list[int]) -> None:
+        super().__init__(message)
+        self.inserted = inserted  # indexes the server reported inserted: they are ours when seen again
 
 
 @dataclass(frozen=True, slots=True)
-class CollectionPlan:
-    """How one collection is written (from the options of the topic(s) that map to it)."""
+class TopicIdentity:
+    """Which topic a topic name stands for: Kafka gives every topic a new id when it is (re-)created."""
 
-    name: str
-    history: bool = True  # insert every document (idempotent by _id)
-    latest: bool = False  # upsert the latest tick of each symbol into the latest collection
-    timeseries: TimeSeriesOptions | None = None
-
-    @property
-    def deduplicate(self) -> bool:
-        # Time-series collections do not enforce a unique _id: re-delivered ticks are filtered out by
-        # reading which of the batch's coordinates are already stored, before inserting.
-        return self.timeseries is not None
-
-
-@dataclass(slots=True)
-class InsertOutcome:
-    inserted: int = 0
-    # indexes of documents already stored (duplicate `_id`: a re-delivery, i.e. success).
-    duplicates: list[int] = field(default_factory=list)
-    # (index into the submitted list, error code, message) of documents MongoDB will never accept.
-    rejected: list[tuple[int, int, str]] = field(default_factory=list)
-    # indexes of documents that failed transiently and must be sent again.
-    retry: list[int] = field(default_factory=list)
-
-
-def _is_id_duplicate(error: Mapping[str, Any]) -> bool:
-    """A duplicate on `_id` is a re-delivery; a duplicate on some other unique index is not."""
-    pattern = error.get("keyPattern")
-    if pattern is not None:
-        return list(pattern) == ["_id"]
-    message = str(error.get("errmsg", ""))
-    return "_id_" in message or ("_id" in message and "dup key" in message)
+    topic_id: str | None
+    cluster_id: str | None
 
 
 class MongoSink:
@@ -89,8 +79,11 @@ class MongoSink:
             config.database, write_concern=self.write_concern
         )
         self._collections: dict[str, Collection[dict[str, Any]]] = {}
-        self._indexed: set[str] = set()
+        self._prepared: set[str] = set()
+        # collection -> whether it has a unique index besides _id (listIndexes, read once)
+        self._other_unique: dict[str, bool] = {}
         self.secrets = [s for s in (config.password, config.uri) if s is not None]
+        self._sessions_supported: bool | None = None
 
     def redact(self, text: str) -> str:
         return redact_text(text, [s.get_secret_value() for s in self.secrets])
@@ -110,6 +103,7 @@ class MongoSink:
             raise StartupError(
                 f"cannot reach MongoDB at {self.where}: {self.redact(describe(exc))}"
             ) from None
+        self._sessions_supported = hello.get("logicalSessionTimeoutMinutes") is not None
         return hello
 
     def collection(self, name: str) -> Collection[dict[str, Any]]:
@@ -118,17 +112,30 @@ class MongoSink:
             coll = self._collections[name] = self.db.get_collection(name)
         return coll
 
-    def ensure_indexes(self, name: str) -> None:
-        """Create the {symbol: 1, ts: 1} index once per collection (idempotent on the server)."""
-        self.ensure_collection(CollectionPlan(name))
+    # ---- collections ---------------------------------------------------------------------------------
+    def prepare(self, plans: Sequence[CollectionPlan]) -> None:
+        """Start-up: create the known collections and their indexes, or raise StartupError with one clear
+        line (e.g. the credentials are valid but not allowed to write to this database)."""
+        for plan in plans:
+            try:
+                self.ensure_collection(plan)
+            except OperationFailure as exc:
+                reason = self.redact(describe(exc))
+                raise StartupError(
+                    f"MongoDB at {self.where} refused to prepare {self.db.name}.{plan.name}: {reason}"
+                ) from None
+            except PyMongoError as exc:
+                raise StartupError(
+                    f"cannot reach MongoDB at {self.where}: {self.redact(describe(exc))}"
+                ) from None
 
     def ensure_collection(self, plan: CollectionPlan) -> None:
         """Create the collection as planned (time-series if asked) and its indexes, once per process."""
-        if plan.name in self._indexed:
+        if plan.name in self._prepared:
             return
         if plan.timeseries is not None:
             self._create_timeseries(plan.name, plan.timeseries)
-        if self.config.create_indexes:
+        if self.config.create_indexes and plan.history:
             self.collection(plan.name).create_index(TICK_INDEX, name=TICK_INDEX_NAME)
             if plan.deduplicate:
                 try:
@@ -139,7 +146,14 @@ class MongoSink:
                         collection=plan.name,
                         error=describe(exc),
                     )
-        self._indexed.add(plan.name)
+        self._other_unique[plan.name] = self._has_other_unique_index(plan.name)
+        self._prepared.add(plan.name)
+
+    def _has_other_unique_index(self, name: str) -> bool:
+        for index in self.collection(name).list_indexes():
+            if index.get("unique") and list(index.get("key", {})) != ["_id"]:
+                return True
+        return False
 
     def _create_timeseries(self, name: str, options: TimeSeriesOptions) -> None:
         spec = {"timeField": "ts", "metaField": "symbol", "granularity": options.granularity}
@@ -157,9 +171,50 @@ class MongoSink:
                     collection=name,
                 )
 
-    def insert_deduplicated(self, name: str, documents: list[dict[str, Any]]) -> InsertOutcome:
-        """Insert only the documents whose coordinates are not stored yet (for collections without a unique
-        _id). Reads with majority read concern, so a write that could still be rolled back is not trusted."""
+    # ---- inserts ---------------------------------------------------------------------------------------
+    def insert(
+        self, name: str, documents: Sequence[Mapping[str, Any]], session: ClientSession | None = None
+    ) -> BulkErrors | None:
+        """One unordered bulk insert. None: every document was inserted. Otherwise the per-document errors
+        (the rest were inserted). Raises WriteConcernFailed, or whatever pymongo raises for the request."""
+        try:
+            self.collection(name).insert_many(documents, ordered=False, session=session)  # type: ignore[arg-type]
+        except BulkWriteError as exc:
+            errors = read_bulk_errors(exc.details, len(documents), self._other_unique.get(name, False))
+            if errors.write_concern_failed:
+                first = exc.details["writeConcernErrors"][0]
+                raise WriteConcernFailed(
+                    f"write concern not satisfied: {first.get('errmsg', first)}", errors.inserted
+                ) from None
+            return errors
+        return None
+
+    def read_back(self, name: str, ids: Sequence[Any]) -> dict[Any, Mapping[str, Any]]:
+        """The stored documents with these `_id`s (their `kafka` field), keyed by `id_key`."""
+        found = self.collection(name).find({"_id": {"$in": list(ids)}}, {"kafka": 1})
+        return {id_key(doc["_id"]): doc for doc in found}
+
+    @contextlib.contextmanager
+    def causal_session(self) -> Iterator[ClientSession | None]:
+        """A causally consistent session (None where the server has no sessions): a read in it waits for the
+        writes made in it, so a retry's check sees what a failed attempt did write."""
+        if self._sessions_supported is False:
+            yield None
+            return
+        try:
+            session = self.client.start_session(causal_consistency=True)
+        except (ConfigurationError, InvalidOperation):
+            self._sessions_supported = False
+            yield None
+            return
+        with session:
+            yield session
+
+    def stored_coordinates(
+        self, name: str, documents: Sequence[Mapping[str, Any]], session: ClientSession | None
+    ) -> dict[Any, Mapping[str, Any]]:
+        """For collections without a unique _id (time-series): which of these documents' coordinates are
+        stored already (their `kafka` field), read with majority read concern in the writes' session."""
         ranges: dict[tuple[str, int], list[int]] = {}
         for doc in documents:
             _id = doc["_id"]
@@ -167,139 +222,115 @@ class MongoSink:
             bounds[0] = min(bounds[0], _id["offset"])
             bounds[1] = max(bounds[1], _id["offset"])
         coll = self.collection(name).with_options(read_concern=ReadConcern("majority"))
-        existing: set[tuple[str, int, int]] = set()
+        existing: dict[Any, Mapping[str, Any]] = {}
         for (topic, partition), (low, high) in ranges.items():
             query = {
                 "_id.topic": topic,
                 "_id.partition": partition,
                 "_id.offset": {"$gte": low, "$lte": high},
             }
-            for found in coll.find(query, {"_id": 1}):
-                existing.add((topic, partition, found["_id"]["offset"]))
-        fresh: list[int] = []
-        outcome = InsertOutcome()
-        for index, doc in enumerate(documents):
-            _id = doc["_id"]
-            if (_id["topic"], _id["partition"], _id["offset"]) in existing:
-                outcome.duplicates.append(index)
-            else:
-                fresh.append(index)
-        if fresh:
-            part = self.insert(name, [documents[i] for i in fresh])
-            outcome.inserted = part.inserted
-            outcome.duplicates += [fresh[i] for i in part.duplicates]
-            outcome.rejected = [(fresh[i], code, message) for i, code, message in part.rejected]
-            outcome.retry = [fresh[i] for i in part.retry]
-        return outcome
+            for found in coll.find(query, {"_id": 1, "kafka": 1}, session=session):
+                existing[id_key(found["_id"])] = found
+        return existing
 
-    def upsert_latest(self, documents: list[dict[str, Any]]) -> int:
-        """Keep the newest tick of each symbol in the latest collection. Conditional upserts: a tick older
-        than (or as old as) the stored one changes nothing, so re-delivery can never move it back.
-        Returns the number of symbols updated."""
-        newest: dict[str, dict[str, Any]] = {}
+    # ---- latest ticks ----------------------------------------------------------------------------------
+    def upsert_latest(self, documents: Sequence[Mapping[str, Any]]) -> int:
+        """Keep the newest tick of each symbol in the latest collection ("newest" in the one tick order: ts,
+        then partition, then offset, then topic). Conditional upserts: an older or equal tick changes
+        nothing, so re-delivery can never move it back. Returns the number of symbols updated."""
+        newest: dict[str, Mapping[str, Any]] = {}
         for doc in documents:
             current = newest.get(doc["symbol"])
-            if current is None or doc["ts"] > current["ts"]:
+            if current is None or _order(doc) > _order(current):
                 newest[doc["symbol"]] = doc
-        if not newest:
-            return 0
-        ops = [
-            UpdateOne(
-                {"_id": symbol, "ts": {"$lt": doc["ts"]}},
-                {
-                    "$set": {
-                        "symbol": symbol,
-                        "ts": doc["ts"],
-                        "price": doc["price"],
-                        "volume": doc["volume"],
-                        "source": doc["_id"],
-                        "updated_at": doc["ingested_at"],
-                    }
-                },
-                upsert=True,
+        ops = [_latest_update(symbol, doc) for symbol, doc in newest.items()]
+        updated = 0
+        # Two writers inserting the same new symbol at once: one gets a duplicate key. Its update is sent
+        # once more: then the document exists, and the condition alone decides.
+        for _ in range(2):
+            if not ops:
+                break
+            try:
+                result = self.collection(self.config.latest_collection).bulk_write(ops, ordered=False)
+                return updated + result.upserted_count + result.modified_count
+            except BulkWriteError as exc:
+                details = exc.details
+                if details.get("writeConcernErrors"):
+                    raise TransientError("write concern not satisfied on the latest collection") from None
+                updated += int(details.get("nUpserted", 0)) + int(details.get("nModified", 0))
+                errors = details.get("writeErrors", [])
+                others = [e for e in errors if e.get("code") not in DUPLICATE_KEY_CODES]
+                if any(e.get("code") in TRANSIENT_MONGO_CODES for e in others):
+                    raise TransientError(f"latest collection: {others[0].get('errmsg')}") from None
+                if others:
+                    raise FatalError(
+                        f"latest collection rejected an update: {others[0].get('errmsg')}"
+                    ) from None
+                ops = [ops[int(e["index"])] for e in errors]
+        return updated
+
+    # ---- the topics a collection holds ---------------------------------------------------------------
+    def verify_source(self, collection: str, topic: str, identity: TopicIdentity) -> None:
+        """Record that `collection` holds ticks of this topic, or raise ConfigurationRefused when it already
+        holds ticks of another topic of the same name (re-created, or another cluster): that topic's
+        offsets start again, and its messages would be taken for re-deliveries of the stored ones."""
+        if identity.topic_id is None and identity.cluster_id is None:
+            return
+        sources = self.db.get_collection(SOURCES_COLLECTION)
+        key = {"collection": collection, "topic": topic}
+        record = {
+            "_id": key,
+            "topic_id": identity.topic_id,
+            "cluster_id": identity.cluster_id,
+            "first_seen": datetime.now(UTC),
+        }
+        try:
+            sources.insert_one(record)
+            return
+        except DuplicateKeyError:
+            pass
+        stored = sources.find_one({"_id": key}) or {}
+        changed = [
+            f"{what} {stored.get(field)} -> {now}"
+            for what, field, now in (
+                ("topic id", "topic_id", identity.topic_id),
+                ("cluster id", "cluster_id", identity.cluster_id),
             )
-            for symbol, doc in newest.items()
+            if now is not None and stored.get(field) is not None and stored.get(field) != now
         ]
-        try:
-            result = self.collection(self.config.latest_collection).bulk_write(ops, ordered=False)
-            return result.upserted_count + result.modified_count
-        except BulkWriteError as exc:
-            details = exc.details
-            if details.get("writeConcernErrors"):
-                raise TransientError("write concern not satisfied on the latest collection") from None
-            # E11000: the stored tick is newer: nothing to do. Anything else is not expected here.
-            others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-            if any(e.get("code") in TRANSIENT_MONGO_CODES for e in others):
-                raise TransientError(f"latest collection: {others[0].get('errmsg')}") from None
-            if others:
-                raise FatalError(f"latest collection rejected an update: {others[0].get('errmsg')}") from None
-            return int(details.get("nUpserted", 0)) + int(details.get("nModified", 0))
-
-    def prepare(self, plans: list[CollectionPlan]) -> None:
-        """Start-up: create the known collections and their indexes, or raise StartupError with one clear
-        line (e.g. the credentials are valid but not allowed to write to this database)."""
-        for plan in plans:
-            name = plan.name
-            try:
-                self.ensure_collection(plan)
-            except OperationFailure as exc:
-                reason = self.redact(describe(exc))
-                raise StartupError(
-                    f"MongoDB at {self.where} refused to prepare {self.db.name}.{name}: {reason}"
-                ) from None
-            except PyMongoError as exc:
-                raise StartupError(
-                    f"cannot reach MongoDB at {self.where}: {self.redact(describe(exc))}"
-                ) from None
-
-    def insert(self, name: str, documents: list[dict[str, Any]]) -> InsertOutcome:
-        """One unordered bulk insert. Raises on whole-request failures (classified by the caller)."""
-        coll = self.collection(name)
-        try:
-            coll.insert_many(documents, ordered=False)
-        except BulkWriteError as exc:
-            return self._outcome(exc, len(documents))
-        except (InvalidDocument, DocumentTooLarge):
-            # Should not happen (the codec validates first), but never let one document sink a batch.
-            return self._insert_one_by_one(coll, documents)
-        return InsertOutcome(inserted=len(documents))
-
-    def _outcome(self, exc: BulkWriteError, submitted: int) -> InsertOutcome:
-        details = exc.details
-        if details.get("writeConcernErrors"):
-            first = details["writeConcernErrors"][0]
-            raise TransientError(f"write concern not satisfied: {first.get('errmsg', first)}")
-        outcome = InsertOutcome()
-        for error in details.get("writeErrors", []):
-            code = int(error.get("code", 0))
-            index = int(error["index"])
-            if code == DUPLICATE_KEY and _is_id_duplicate(error):
-                outcome.duplicates.append(index)
-            elif code in TRANSIENT_MONGO_CODES:
-                outcome.retry.append(index)
-            else:
-                outcome.rejected.append((index, code, str(error.get("errmsg", ""))[:500]))
-        outcome.inserted = submitted - len(outcome.duplicates) - len(outcome.retry) - len(outcome.rejected)
-        return outcome
-
-    def _insert_one_by_one(
-        self, coll: Collection[dict[str, Any]], documents: list[dict[str, Any]]
-    ) -> InsertOutcome:
-        outcome = InsertOutcome()
-        for index, document in enumerate(documents):
-            try:
-                coll.insert_one(document)
-                outcome.inserted += 1
-            except (InvalidDocument, DocumentTooLarge) as exc:
-                outcome.rejected.append((index, 0, f"{type(exc).__name__}: {str(exc)[:300]}"))
-            except WriteError as exc:  # per-document errors only; anything else propagates to the retry loop
-                if exc.code == DUPLICATE_KEY and _is_id_duplicate(exc.details or {}):
-                    outcome.duplicates.append(index)
-                elif exc.code in TRANSIENT_MONGO_CODES:
-                    outcome.retry.append(index)
-                else:
-                    outcome.rejected.append((index, exc.code or 0, describe(exc)))
-        return outcome
+        if changed:
+            raise ConfigurationRefused(
+                f"topic {topic!r} is not the topic whose ticks {self.db.name}.{collection} holds "
+                f"({', '.join(changed)}): it was re-created, or this is another cluster, so its offsets "
+                f"would be taken for re-deliveries of the stored ticks. Map the topic to another collection "
+                f"(mongo.collections), or remove the old ticks and their entry in {SOURCES_COLLECTION}; "
+                "nothing of the topic was stored or committed"
+            )
 
     def close(self) -> None:
         self.client.close()
+
+
+def _order(doc: Mapping[str, Any]) -> tuple[Any, ...]:
+    _id = doc["_id"]
+    return (doc["ts"], _id["partition"], _id["offset"], _id["topic"])
+
+
+def _latest_update(symbol: str, doc: Mapping[str, Any]) -> UpdateOne:
+    ts, source = doc["ts"], doc["_id"]
+    partition, offset, topic = source["partition"], source["offset"], source["topic"]
+    older = [
+        {"ts": {"$lt": ts}},
+        {"ts": ts, "source.partition": {"$lt": partition}},
+        {"ts": ts, "source.partition": partition, "source.offset": {"$lt": offset}},
+        {"ts": ts, "source.partition": partition, "source.offset": offset, "source.topic": {"$lt": topic}},
+    ]
+    fields = {
+        "symbol": symbol,
+        "ts": ts,
+        "price": doc["price"],
+        "volume": doc["volume"],
+        "source": source,
+        "updated_at": doc["ingested_at"],
+    }
+    return UpdateOne({"_id": symbol, "$or": older}, {"$set": fields}, upsert=True)

@@ -9,9 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.core.coordinates import TP
 from pipeline.core.deadletter import DeadLetter
-
-TP = tuple[str, int]
 
 
 @dataclass(slots=True)
@@ -64,8 +63,12 @@ class Batch:
         return sum(len(docs) for docs in self.documents.values())
 
     def next_offsets(self) -> dict[TP, int]:
-        """What to commit once this batch is durable: offset+1 of the highest message per partition."""
+        """Offset+1 of the highest message per partition."""
         return {tp: offset + 1 for tp, offset in self.last_offsets.items()}
+
+    def spans(self) -> dict[TP, tuple[int, int]]:
+        """(first, last) offset of what this batch holds of each partition: what the commit gate tracks."""
+        return {tp: (first, self.last_offsets[tp]) for tp, first in self.first_offsets.items()}
 
 
 class BatchBuilder:

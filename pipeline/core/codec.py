@@ -2,13 +2,15 @@
 
 A `DataError` means the message can never be stored as it is (bad JSON, wrong types, out-of-bounds values,
 field names MongoDB rejects, too large). Such messages go to the dead-letter destination or stop the
-worker, depending on `errors.tolerance`; they are never retried.
+worker, depending on `errors.tolerance`; they are never retried. A decoder never raises anything else: any
+failure to turn one message into a document is that message's data error (`guarded`), so one message can
+never stop the pipeline.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -21,6 +23,7 @@ from bson.datetime_ms import DatetimeMS
 from pipeline.core.timefmt import EPOCH
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+_TWO_POW_63 = float(2**63)
 # MongoDB's maxBsonObjectSize. Values this big are measured exactly (as BSON) before they are accepted.
 MAX_BSON_BYTES = 16 * 1024 * 1024
 _SIZE_CHECK_FROM = 512 * 1024
@@ -70,6 +73,20 @@ def parse_json_object(value: bytes | None) -> dict[str, Any]:
     return obj
 
 
+def guarded(decode: Decoder) -> Decoder:
+    """Any exception a decoder raises becomes a `DataError` of the message (kind `undecodable`)."""
+
+    def safe(value: bytes | None) -> dict[str, Any]:
+        try:
+            return decode(value)
+        except DataError:
+            raise
+        except Exception as exc:  # a bug or an input nobody foresaw: this message's problem, not the worker's
+            raise DataError("undecodable", f"{type(exc).__name__}: {str(exc)[:200]}") from None
+
+    return safe
+
+
 def parse_timestamp(value: Any) -> datetime:
     """ISO-8601 string (naive means UTC) or epoch milliseconds -> aware UTC datetime."""
     if isinstance(value, str):
@@ -81,7 +98,12 @@ def parse_timestamp(value: Any) -> datetime:
             return parsed
         if parsed.tzinfo is None:
             return parsed.replace(tzinfo=UTC)
-        return parsed.astimezone(UTC)
+        try:
+            return parsed.astimezone(UTC)
+        except OverflowError:  # e.g. year 1 at +01:00: the UTC instant is before year 1
+            raise DataError(
+                "invalid_timestamp", f"ts {value[:64]!r} is outside the representable range"
+            ) from None
     if isinstance(value, int | float) and not isinstance(value, bool):
         try:
             return EPOCH + timedelta(milliseconds=value)
@@ -90,20 +112,47 @@ def parse_timestamp(value: Any) -> datetime:
     raise DataError("invalid_timestamp", f"ts must be an ISO-8601 string or epoch millis, got {_kind(value)}")
 
 
-def check_fields(obj: Any, path: str = "") -> None:
-    """Reject what MongoDB cannot store: '$'-prefixed or NUL-containing keys, integers beyond int64."""
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if key.startswith("$") or "\0" in key:
-                raise DataError("invalid_field_name", f"field name {path}{key!r} is not allowed in MongoDB")
-            if isinstance(value, dict | list | int):
-                check_fields(value, f"{path}{key}.")
-    elif isinstance(obj, list):
-        for item in obj:
-            if isinstance(item, dict | list | int):
-                check_fields(item, path)
-    elif isinstance(obj, int) and not INT64_MIN <= obj <= INT64_MAX:
-        raise DataError("integer_out_of_range", f"integer in {path.rstrip('.') or 'value'} exceeds 64 bits")
+def check_fields(obj: Any, path: str = "") -> bool:
+    """Reject what MongoDB cannot store: '$'-prefixed or NUL-containing keys, integers beyond int64.
+
+    Iterative (an explicit stack), so a document nested thousands of levels deep is checked, not a crash.
+    Returns True when a double of integral value beyond int64 was seen: the JSON parser reads integer literals
+    that big as doubles, so only the JSON text can tell (`check_fields_exactly`).
+    """
+    huge_double = False
+    stack: list[tuple[Any, str]] = [(obj, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key.startswith("$") or "\0" in key:
+                    raise DataError(
+                        "invalid_field_name", f"field name {where}{key!r} is not allowed in MongoDB"
+                    )
+                if isinstance(value, dict | list | int | float):
+                    stack.append((value, f"{where}{key}."))
+        elif isinstance(item, list):
+            stack.extend((value, where) for value in item if isinstance(value, dict | list | int | float))
+        elif isinstance(item, float):
+            # (beyond int64, or rounded onto its edge)
+            huge_double = huge_double or (item.is_integer() and abs(item) >= _TWO_POW_63)
+        elif isinstance(item, int) and not INT64_MIN <= item <= INT64_MAX:
+            raise DataError(
+                "integer_out_of_range", f"integer in {where.rstrip('.') or 'value'} exceeds 64 bits"
+            )
+    return huge_double
+
+
+def check_fields_exactly(obj: Any, value: bytes) -> None:
+    """`check_fields`, and an integer beyond 64 bits is never stored as a rounded double: where a huge
+    integral double appears, the JSON text is parsed again with exact integers to see how it was written
+    (an integer literal is out of range; a floating-point literal such as 1e19 is a double, stored as one)."""
+    if check_fields(obj):
+        try:
+            exact = json.loads(value)
+        except (ValueError, RecursionError):
+            raise DataError("integer_out_of_range", "an integer beyond 64 bits cannot be stored") from None
+        check_fields(exact)
 
 
 def check_size(value: bytes, document: dict[str, Any]) -> None:
@@ -121,6 +170,7 @@ def make_tick_decoder(schema: TickSchema) -> Decoder:
 
     def decode(value: bytes | None) -> dict[str, Any]:
         obj = parse_json_object(value)
+        assert value is not None
         try:
             symbol = obj["symbol"]
             price = obj["price"]
@@ -136,7 +186,7 @@ def make_tick_decoder(schema: TickSchema) -> Decoder:
             raise DataError("invalid_field", f"price must be a number, got {_kind(price)}")
         if not min_price < price <= max_price:
             raise DataError("out_of_bounds", f"price {price} is outside ({min_price}, {max_price}]")
-        if isinstance(volume, float) and volume.is_integer():
+        if isinstance(volume, float) and volume.is_integer() and INT64_MIN <= volume <= INT64_MAX:
             volume = int(volume)
         if isinstance(volume, bool) or not isinstance(volume, int):
             raise DataError("invalid_field", f"volume must be an integer, got {_kind(volume)}")
@@ -155,28 +205,42 @@ def make_tick_decoder(schema: TickSchema) -> Decoder:
                 if key in RESERVED_FIELDS:
                     raise DataError("reserved_field", f"field {key!r} is reserved by the pipeline")
                 fields[key] = extra
-            check_fields({k: v for k, v in fields.items() if k not in TICK_FIELDS})
+            check_fields_exactly({k: v for k, v in fields.items() if k not in TICK_FIELDS}, value)
         return fields
 
-    return decode
+    return guarded(decode)
 
 
-def decode_raw(value: bytes | None) -> dict[str, Any]:
-    """Any JSON object, stored as-is (format: raw)."""
+def _decode_raw(value: bytes | None) -> dict[str, Any]:
     obj = parse_json_object(value)
+    assert value is not None
     for key in RESERVED_FIELDS.intersection(obj):
         raise DataError("reserved_field", f"field {key!r} is reserved by the pipeline")
-    check_fields(obj)
+    check_fields_exactly(obj, value)
     return obj
 
 
+decode_raw: Decoder = guarded(_decode_raw)
+"""Any JSON object, stored as-is (format: raw)."""
+
+
 def decode_key(key: bytes | None) -> str | Binary | None:
+    """A message key as stored: text when it is UTF-8, else its exact bytes."""
     if key is None:
         return None
     try:
         return key.decode()
     except UnicodeDecodeError:
         return Binary(key)
+
+
+def encode_key(stored: object) -> bytes | None:
+    """The original key bytes back from the stored form (`decode_key`'s inverse)."""
+    if isinstance(stored, str):
+        return stored.encode()
+    if isinstance(stored, bytes):  # Binary is a bytes subclass
+        return bytes(stored)
+    return None
 
 
 def make_document(
@@ -198,10 +262,3 @@ def make_document(
     }
     document["ingested_at"] = ingested_at
     return document
-
-
-def document_id(topic: str, partition: int, offset: int) -> dict[str, Any]:
-    return {"topic": topic, "partition": partition, "offset": offset}
-
-
-DecoderFactory = Callable[[str], Decoder]

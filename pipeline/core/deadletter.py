@@ -1,36 +1,35 @@
-"""Dead letters: messages that can never be stored, kept with their original bytes and the reason.
+"""The dead-letter record: a message that can never be stored, with its original bytes and the reason (pure).
 
-Destinations (either or both): a Kafka topic (default "<topic>.dlq"; original key and value bytes, the reason
-in headers, following Kafka Connect's convention) and a MongoDB collection (default "dead_letters", `_id` =
-source coordinates, so re-delivery is idempotent there too). A batch's dead letters are durable (produce
-acknowledged by all in-sync replicas, or written with the configured write concern) before its offsets are
-committed.
+It has two shapes, one per destination: a MongoDB document (`_id` = the message's coordinates, so re-delivery
+is idempotent there too; values over 8 MiB are truncated, with their length and SHA-256) and a Kafka record
+(the original key and value, the reason in `tickpipe.error.*` headers as Kafka Connect does; a value that
+would exceed what the dead-letter topic accepts is truncated the same way, so a dead letter is never refused
+for its size).
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import threading
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from bson.binary import Binary
-from confluent_kafka import KafkaError, Producer
-from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError
 
-from pipeline.core.errors import DUPLICATE_KEY, FatalError, TransientError, is_transient_kafka
-from pipeline.core.timefmt import EPOCH
+from pipeline.core.codec import decode_key, encode_key
+from pipeline.core.coordinates import document_id
+from pipeline.core.timefmt import from_epoch_ms
 
-# Keep dead-letter documents well under MongoDB's 16 MB limit; bigger values are kept in the Kafka DLQ whole
-# and in MongoDB truncated, with their length and SHA-256.
+# Keep dead-letter documents well under MongoDB's 16 MB limit; bigger values are truncated there, with their
+# length and SHA-256.
 MAX_STORED_VALUE_BYTES = 8 * 1024 * 1024
 # Readable copies (value_text, or value_base64 for non-UTF-8 bytes) only for values up to this size, so that
 # a document never holds two copies of a big value.
 MAX_READABLE_COPY_BYTES = 64 * 1024
 HEADER_PREFIX = "tickpipe.error."
+# What a Kafka record adds to its key, value and headers (record and batch framing), with room to spare.
+RECORD_OVERHEAD_BYTES = 512
 
 
 @dataclass(slots=True)
@@ -46,17 +45,19 @@ class DeadLetter:
     stage: str  # "decode" (rejected by the pipeline) or "write" (rejected by MongoDB)
     failed_at: datetime
 
+    @property
+    def tp(self) -> tuple[str, int]:
+        return (self.topic, self.partition)
+
     def to_document(self) -> dict[str, Any]:
         value = self.value
         doc: dict[str, Any] = {
-            "_id": {"topic": self.topic, "partition": self.partition, "offset": self.offset},
+            "_id": document_id(self.topic, self.partition, self.offset),
             "error": {"kind": self.kind, "message": self.message, "stage": self.stage},
             "failed_at": self.failed_at,
             "kafka": {
-                "timestamp": EPOCH + timedelta(milliseconds=self.timestamp_ms)
-                if self.timestamp_ms is not None
-                else None,
-                "key": _bytes_field(self.key),
+                "timestamp": from_epoch_ms(self.timestamp_ms) if self.timestamp_ms is not None else None,
+                "key": decode_key(self.key),
             },
             "value": None,
             "value_text": None,
@@ -86,89 +87,69 @@ class DeadLetter:
             (HEADER_PREFIX + "time", self.failed_at.isoformat().encode()),
         ]
 
+    def kafka_record(self, max_bytes: int) -> tuple[bytes | None, list[tuple[str, str | bytes | None]]]:
+        """The value and headers for the dead-letter topic, within `max_bytes` for the whole record: a value
+        that does not fit is cut, and headers say so with its full length and SHA-256."""
+        headers = self.headers()
+        value = self.value
+        fixed = RECORD_OVERHEAD_BYTES + len(self.key or b"") + _headers_size(headers)
+        if value is None or fixed + len(value) <= max_bytes:
+            return value, headers
+        headers += [
+            (HEADER_PREFIX + "value.truncated", b"true"),
+            (HEADER_PREFIX + "value.length", str(len(value)).encode()),
+            (HEADER_PREFIX + "value.sha256", hashlib.sha256(value).hexdigest().encode()),
+        ]
+        room = max(0, max_bytes - RECORD_OVERHEAD_BYTES - len(self.key or b"") - _headers_size(headers))
+        return value[:room], headers
 
-def _bytes_field(data: bytes | None) -> str | Binary | None:
-    if data is None:
-        return None
-    try:
-        return data.decode()
-    except UnicodeDecodeError:
-        return Binary(data)
+
+def _headers_size(headers: list[tuple[str, str | bytes | None]]) -> int:
+    return sum(len(name) + len(value or b"") + 8 for name, value in headers)
 
 
-class DeadLetterWriter:
-    """Writes dead letters durably to the configured destinations; raises TransientError to be retried."""
+def letter_for_message(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    timestamp_ms: int | None,
+    kind: str,
+    reason: str,
+    stage: str = "decode",
+) -> DeadLetter:
+    return DeadLetter(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=key,
+        value=value,
+        timestamp_ms=timestamp_ms,
+        kind=kind,
+        message=reason,
+        stage=stage,
+        failed_at=datetime.now(UTC),
+    )
 
-    def __init__(
-        self,
-        collection: Collection[dict[str, Any]] | None,
-        producer: Producer | None,
-        topic_template: str | None,
-        produce_timeout_s: float = 30.0,
-    ) -> None:
-        self.collection = collection
-        self.producer = producer
-        self.topic_template = topic_template if producer is not None else None
-        self.produce_timeout_s = produce_timeout_s
 
-    @property
-    def enabled(self) -> bool:
-        return self.collection is not None or self.topic_template is not None
-
-    def topic_for(self, source_topic: str) -> str | None:
-        return self.topic_template.replace("{topic}", source_topic) if self.topic_template else None
-
-    def write(self, letters: list[DeadLetter]) -> None:
-        if not letters:
-            return
-        if self.topic_template is not None:
-            self._produce(letters)
-        if self.collection is not None:
-            self._insert(letters)
-
-    def _insert(self, letters: list[DeadLetter]) -> None:
-        assert self.collection is not None
-        try:
-            self.collection.insert_many([letter.to_document() for letter in letters], ordered=False)
-        except BulkWriteError as exc:
-            details = exc.details
-            others = [e for e in details.get("writeErrors", []) if e.get("code") != DUPLICATE_KEY]
-            if details.get("writeConcernErrors") or others:
-                first = (others or details.get("writeConcernErrors") or [{}])[0]
-                raise TransientError(
-                    f"dead-letter write failed: {first.get('errmsg', 'write concern error')}"
-                ) from None
-
-    def _produce(self, letters: list[DeadLetter]) -> None:
-        assert self.producer is not None
-        failures: list[KafkaError] = []
-        lock = threading.Lock()
-
-        def delivered(err: KafkaError | None, _msg: Any) -> None:
-            if err is not None:
-                with lock:
-                    failures.append(err)
-
-        for letter in letters:
-            topic = self.topic_for(letter.topic)
-            assert topic is not None
-            while True:
-                try:
-                    self.producer.produce(
-                        topic,
-                        value=letter.value,
-                        key=letter.key,
-                        headers=letter.headers(),
-                        on_delivery=delivered,
-                    )
-                    break
-                except BufferError:
-                    self.producer.poll(0.1)
-        remaining = self.producer.flush(self.produce_timeout_s)
-        if remaining:
-            raise TransientError(f"dead-letter topic: {remaining} message(s) not acknowledged in time")
-        if failures:
-            error = failures[0]
-            if not is_transient_kafka(error) and error.code() != KafkaError._MSG_TIMED_OUT:
-                raise FatalError(f"dead-letter topic rejected a message: {error.name()}: {error.str()}")
-            raise TransientError(f"dead-letter topic: delivery failed: {error.str()}")
+def letter_for_document(document: dict[str, Any], value: bytes | None, kind: str, reason: str) -> DeadLetter:
+    """A document that was built but can't be stored as it is (refused by MongoDB, or its coordinates hold a
+    different message): the letter carries the message's original key and value bytes."""
+    coordinates = document["_id"]
+    kafka = document.get("kafka") or {}
+    stamp = kafka.get("timestamp")
+    timestamp_ms = int(stamp) if stamp is not None and not isinstance(stamp, datetime) else None
+    if isinstance(stamp, datetime):
+        timestamp_ms = int(stamp.timestamp() * 1000)
+    return letter_for_message(
+        coordinates["topic"],
+        coordinates["partition"],
+        coordinates["offset"],
+        encode_key(kafka.get("key")),
+        value,
+        timestamp_ms,
+        kind,
+        reason,
+        stage="write",
+    )

@@ -86,6 +86,8 @@ TRANSIENT_MONGO_CODES = frozenset(
     }
 )
 DUPLICATE_KEY = 11000
+# 11001 is the older servers' code for a duplicate key on update.
+DUPLICATE_KEY_CODES = frozenset({DUPLICATE_KEY, 11001})
 AUTH_CODES = frozenset({13, 18})  # Unauthorized, AuthenticationFailed
 
 

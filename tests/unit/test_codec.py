@@ -23,12 +23,12 @@ from pipeline.core.codec import (
     check_size,
     decode_key,
     decode_raw,
-    document_id,
     make_document,
     make_tick_decoder,
     parse_json_object,
     parse_timestamp,
 )
+from pipeline.core.coordinates import document_id
 
 decode_tick = make_tick_decoder(TickSchema())
 _DROP = object()  # marks a tick field to leave out
