@@ -19,7 +19,7 @@ from bson.binary import Binary
 
 from pipeline.core.codec import decode_key, encode_key
 from pipeline.core.coordinates import document_id
-from pipeline.core.timefmt import from_epoch_ms
+from pipeline.core.timefmt import from_epoch_ms, millis_utc
 
 # Keep dead-letter documents well under MongoDB's 16 MB limit; bigger values are truncated there, with their
 # length and SHA-256.
@@ -139,9 +139,10 @@ def letter_for_document(document: dict[str, Any], value: bytes | None, kind: str
     coordinates = document["_id"]
     kafka = document.get("kafka") or {}
     stamp = kafka.get("timestamp")
-    timestamp_ms = int(stamp) if stamp is not None and not isinstance(stamp, datetime) else None
     if isinstance(stamp, datetime):
-        timestamp_ms = int(stamp.timestamp() * 1000)
+        timestamp_ms: int | None = millis_utc(stamp)
+    else:
+        timestamp_ms = int(stamp) if stamp is not None else None  # DatetimeMS
     return letter_for_message(
         coordinates["topic"],
         coordinates["partition"],

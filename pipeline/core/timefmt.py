@@ -16,3 +16,10 @@ def iso_utc(ts: datetime) -> str:
 def from_epoch_ms(ms: int | float) -> datetime:
     """Epoch milliseconds -> aware UTC datetime (raises OverflowError outside datetime's range)."""
     return EPOCH + timedelta(milliseconds=ms)
+
+
+def millis_utc(ts: datetime) -> int:
+    """Epoch milliseconds of a UTC datetime (a naive one means UTC, as in BSON)."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return (ts - EPOCH) // timedelta(milliseconds=1)

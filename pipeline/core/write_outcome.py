@@ -24,6 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.core.errors import DUPLICATE_KEY_CODES, TRANSIENT_MONGO_CODES
+from pipeline.core.timefmt import millis_utc
 
 # Per-document errors that no retry can fix.
 PERMANENT_WRITE_CODES = frozenset(
@@ -104,7 +105,7 @@ def _millis(value: Any) -> int | None:
     if value is None:
         return None
     if isinstance(value, datetime):
-        return int(value.timestamp() * 1000)
+        return millis_utc(value)
     return int(value)  # DatetimeMS
 
 

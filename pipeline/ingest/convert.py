@@ -17,7 +17,7 @@ from pipeline.core.batching import Batch
 from pipeline.core.codec import DataError, check_size, make_document
 from pipeline.core.coordinates import TP
 from pipeline.core.deadletter import letter_for_message
-from pipeline.ingest.routing import Router
+from pipeline.ingest.routing import Route, Router
 from pipeline.ops.config import Tolerance
 
 # Values at least this big are measured as BSON before they are accepted (MongoDB's 16 MiB limit).
@@ -60,10 +60,15 @@ class Converter:
 
     def put(self, messages: Sequence[KafkaMessage], batch: Batch) -> PutResult:
         result = PutResult()
-        ingested_at = datetime.now(UTC)
+        ingested_at = datetime.now(UTC).replace(tzinfo=None)  # naive UTC: see make_document
         route_of = self.router.route
         epoch_of = self.epoch_of
         stopped: set[TP] = set()
+        last_topic: str | None = None
+        last_partition = -1
+        tp: TP = ("", -1)
+        epoch: int | None = None
+        route: Route | None = None
         for message in messages:
             error = message.error()
             if error is not None:
@@ -75,13 +80,15 @@ class Converter:
             topic: str = message.topic()  # type: ignore[assignment]
             partition: int = message.partition()  # type: ignore[assignment]
             offset: int = message.offset()  # type: ignore[assignment]
-            tp = (topic, partition)
-            if tp in stopped:
-                continue  # after a poison message: nothing past it in its partition
-            epoch = epoch_of(tp)
-            if epoch is None:  # not ours (any more): never store or commit it
+            if partition != last_partition or topic != last_topic:  # (messages come in runs per partition)
+                last_topic, last_partition = topic, partition
+                tp = (topic, partition)
+                epoch = epoch_of(tp)
+                route = route_of(topic)
+            if epoch is None or route is None:  # not ours (any more): never store or commit it
                 continue
-            route = route_of(topic)
+            if stopped and tp in stopped:
+                continue  # after a poison message: nothing past it in its partition
             value = message.value()
             try:
                 try:
