@@ -41,9 +41,9 @@ from pipeline.core.errors import (
     describe,
 )
 from pipeline.core.errors import ConfigurationError as ConfigurationRefused
-from pipeline.core.storage import CollectionPlan
+from pipeline.core.storage import CollectionPlan, TimeSeries
 from pipeline.core.write_outcome import BulkErrors, id_key, read_bulk_errors
-from pipeline.ops.config import MongoConfig, TimeSeriesOptions
+from pipeline.ops.config import MongoConfig
 from pipeline.ops.logs import get_logger
 from pipeline.ops.redact import redact_text, redact_uri
 
@@ -155,7 +155,7 @@ class MongoSink:
                 return True
         return False
 
-    def _create_timeseries(self, name: str, options: TimeSeriesOptions) -> None:
+    def _create_timeseries(self, name: str, options: TimeSeries) -> None:
         spec = {"timeField": "ts", "metaField": "symbol", "granularity": options.granularity}
         extra: dict[str, Any] = (
             {"expireAfterSeconds": options.expire_after_s} if options.expire_after_s else {}

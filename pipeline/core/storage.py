@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from pipeline.ops.config import TimeSeriesOptions
+
+@dataclass(frozen=True, slots=True)
+class TimeSeries:
+    """A MongoDB time-series collection: timeField `ts`, metaField `symbol`."""
+
+    granularity: str = "seconds"
+    expire_after_s: int | None = None  # MongoDB's expireAfterSeconds; None keeps ticks forever
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,7 +18,7 @@ class CollectionPlan:
     name: str
     history: bool = True  # insert every document (idempotent by _id)
     latest: bool = False  # upsert the latest tick of each symbol into the latest collection
-    timeseries: TimeSeriesOptions | None = None
+    timeseries: TimeSeries | None = None
 
     @property
     def deduplicate(self) -> bool:

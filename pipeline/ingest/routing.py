@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.core.codec import DataError, Decoder, TickSchema, decode_raw, make_tick_decoder
 from pipeline.core.filters import Predicate, compile_filter
 from pipeline.core.naming import NameError_, is_topic_pattern
-from pipeline.core.storage import CollectionPlan
+from pipeline.core.storage import CollectionPlan, TimeSeries
 from pipeline.ops.config import Settings
 from pipeline.ops.logs import get_logger
 
@@ -62,7 +62,9 @@ class Router:
                 collection,
                 history=options.keeps_history,
                 latest=options.keeps_latest,
-                timeseries=options.timeseries,
+                timeseries=TimeSeries(ts.granularity, ts.expire_after_s)
+                if (ts := options.timeseries)
+                else None,
             )
             if self.plans.setdefault(collection, plan) != plan:
                 log.warning(
