@@ -19,8 +19,8 @@ matching the tick schema's symbol pattern, so it can never become a query operat
 order: ts, then partition, then offset (`model`).
 
 The package: `model` (results, the tick order), `errors`, `params` (parsing and validation), `resolver`
-(which collections hold a symbol), `ticks` (listing and counting), `aggregations` (OHLC, statistics,
-latest).
+(which collections hold a symbol), `ticks` (listing and counting), `paging` (the ticks after a given tick:
+cursor paging without skip), `aggregations` (OHLC, statistics, latest).
 """
 
 from pipeline.core.codec import SYMBOL_PATTERN, TICK_INDEX_NAME
@@ -41,7 +41,8 @@ from pipeline.read.query.errors import (
     QueryError,
     UnknownSymbol,
 )
-from pipeline.read.query.model import Bar, Db, SymbolStats, Tick, order_key
+from pipeline.read.query.model import Bar, Db, OrderKey, SymbolStats, Tick, order_key
+from pipeline.read.query.paging import check_order_key, iter_ticks_after
 from pipeline.read.query.params import (
     DEFAULT_SYMBOL_PATTERN,
     INTERVALS,
@@ -73,6 +74,7 @@ __all__ = [
     "InvalidSymbol",
     "InvalidTime",
     "InvalidTimezone",
+    "OrderKey",
     "QueryError",
     "SymbolStats",
     "Tick",
@@ -81,11 +83,13 @@ __all__ = [
     "bucket_expression",
     "check_interval",
     "check_limit",
+    "check_order_key",
     "check_range",
     "count_ticks",
     "in_tick_order",
     "interval_delta",
     "iter_ticks",
+    "iter_ticks_after",
     "latest",
     "normalize_symbol",
     "ohlc",
