@@ -1,9 +1,9 @@
 """Decoding Kafka message values into MongoDB documents (pure, no I/O; the per-message hot path).
 
-A tick decoder is built once per schema (`make_tick_decoder`): the field mapping (`fields`: which source field,
-or dotted path into nested input, holds each of symbol/price/volume/ts), the timestamp format (`ts_format`)
-and the price type (`price_type`: a double, or an exact Decimal128 read from the JSON text) are resolved
-then, so the per-message work is what it was without them (bench/decode_mapping.py measures it).
+A tick decoder is built once per schema (`make_tick_decoder`): the field mapping (`fields`: which source
+field, or dotted path into nested input, holds each of symbol/price/volume/ts), the timestamp format
+(`ts_format`) and the price type (`price_type`: a double, or an exact Decimal128 read from the JSON text)
+are resolved then, so the per-message work is what it was without them (bench/decode_mapping.py).
 
 A `DataError` means the message can never be stored as it is (bad JSON, wrong types, out-of-bounds values,
 field names MongoDB rejects, too large). Such messages go to the dead-letter destination or stop the
@@ -164,6 +164,7 @@ def parse_timestamp(value: Any, label: str = "ts") -> datetime:
 
 
 _EPOCH_UNITS = {"epoch_s": "seconds", "epoch_ms": "milliseconds", "epoch_us": "microseconds"}
+_EPOCH_UNIT_NAMES = {**_EPOCH_UNITS, "epoch_ns": "nanoseconds"}
 
 
 def timestamp_parser(ts_format: TsFormat, label: str = "ts") -> Callable[[Any], datetime]:
@@ -174,12 +175,13 @@ def timestamp_parser(ts_format: TsFormat, label: str = "ts") -> Callable[[Any], 
         return lambda value: parse_timestamp(value, label)
     if ts_format not in TS_FORMATS:
         raise ValueError(f"unknown ts_format {ts_format!r}: use one of {', '.join(TS_FORMATS)}")
-    unit = ts_format.removeprefix("epoch_")
+    unit = _EPOCH_UNIT_NAMES[ts_format]
 
     def parse(value: Any) -> datetime:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise DataError(
-                "invalid_timestamp", f"{label} must be a number of epoch {unit} ({ts_format}), got {_kind(value)}"
+                "invalid_timestamp",
+                f"{label} must be a number of epoch {unit} ({ts_format}), got {_kind(value)}",
             )
         try:
             if ts_format == "epoch_ns":
@@ -188,9 +190,7 @@ def timestamp_parser(ts_format: TsFormat, label: str = "ts") -> Callable[[Any], 
                 return EPOCH + timedelta(microseconds=micros)
             return EPOCH + timedelta(**{_EPOCH_UNITS[ts_format]: value})
         except (OverflowError, ValueError):
-            raise DataError(
-                "invalid_timestamp", f"{label} {value!r} epoch {unit} is out of range"
-            ) from None
+            raise DataError("invalid_timestamp", f"{label} {value!r} epoch {unit} is out of range") from None
 
     return parse
 
@@ -247,44 +247,139 @@ def _kind(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+def _path_getter(path: str) -> Callable[[dict[str, Any]], Any]:
+    """obj -> the value at a dotted path; KeyError(path) when some part is missing or not an object."""
+    parts = path.split(".")
+
+    def get(obj: dict[str, Any]) -> Any:
+        value: Any = obj
+        for part in parts:
+            if not isinstance(value, dict) or part not in value:
+                raise KeyError(path)
+            value = value[part]
+        return value
+
+    return get
+
+
+_NUMBER_AFTER_KEY = re.compile(rb"\s*:\s*(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)")
+
+
+def _exact_price_reader(path: str, label: str) -> Callable[[bytes, float], Decimal]:
+    """The price exactly as the JSON text writes it (the JSON parser read it as the double `parsed`).
+
+    Fast path: when the value has no backslash (so no key can be spelt with escapes) and the name of the key
+    holding the price occurs once in the text, the number after it is the price's literal (checked: it reads
+    back as `parsed`). Otherwise the text is parsed again with exact decimals (`json.loads(parse_float=
+    Decimal)`, about 3x the cost of a decode) and the price taken from there."""
+    key = path.rsplit(".", 1)[-1]
+    token = b'"' + key.encode() + b'"'
+    get = _path_getter(path)
+
+    def read(value: bytes, parsed: float) -> Decimal:
+        if b"\\" not in value and value.count(token) == 1:
+            match = _NUMBER_AFTER_KEY.match(value, value.index(token) + len(token))
+            if match is not None:
+                literal = Decimal(match.group(1).decode())
+                if float(literal) == parsed:
+                    return literal
+        try:
+            exact = get(json.loads(value, parse_float=Decimal))
+        except (ValueError, RecursionError, KeyError):
+            exact = None
+        if isinstance(exact, bool) or not isinstance(exact, Decimal | int):
+            raise DataError("undecodable", f"{label} could not be read exactly from the JSON text")
+        return Decimal(exact)
+
+    return read
+
+
+def _exact_decimal(price: Decimal, label: str) -> Decimal:
+    """`price` when a Decimal128 holds it exactly (at most 34 significant digits), else a DataError."""
+    _sign, digits, exponent = price.as_tuple()
+    if len(digits) > DECIMAL128_DIGITS or not isinstance(exponent, int) or exponent < DECIMAL128_MIN_EXPONENT:
+        raise DataError(
+            "invalid_field",
+            f"{label} {str(price)[:60]} cannot be stored exactly as a Decimal128 "
+            f"(at most {DECIMAL128_DIGITS} significant digits)",
+        )
+    return price
+
+
 def make_tick_decoder(schema: TickSchema) -> Decoder:
+    """The decoder of one schema. Everything the schema decides (field names, the timestamp parser, the price
+    type) is resolved here, once; per message the work is the same for every mapping of top-level fields."""
     symbol_ok = re.compile(schema.symbol_pattern).match
     min_price, max_price, max_volume = schema.min_price, schema.max_price, schema.max_volume
+    mapping = check_field_mapping(schema.fields or {})
+    k_symbol, k_price, k_volume, k_ts = (mapping.get(t, t) for t in TICK_FIELDS)
+    source_of = dict(zip(TICK_FIELDS, (k_symbol, k_price, k_volume, k_ts), strict=True))
+    target_of = {source: target for target, source in source_of.items()}
+
+    def label(target: str) -> str:
+        source = source_of[target]
+        return target if source == target else f"{target} (from {source!r})"
+
+    l_symbol, l_price, l_volume, l_ts = (label(t) for t in TICK_FIELDS)
+    parse_ts = timestamp_parser(schema.ts_format, l_ts)
+    decimal = schema.price_type == "decimal128"
+    exact_price = _exact_price_reader(k_price, l_price) if decimal else None
+    nested = any("." in source for source in source_of.values())
+    # Top-level source fields: not stored again as extra fields (a nested path's enclosing object is).
+    consumed = frozenset(source for source in source_of.values() if "." not in source)
+    n_consumed = len(consumed)
+    getters = [_path_getter(source_of[t]) for t in TICK_FIELDS] if nested else []
+
+    def missing(exc: KeyError) -> DataError:
+        source = exc.args[0]
+        target = target_of.get(source, source)
+        named = f"{source!r}" if source == target else f"{source!r} ({target})"
+        return DataError("missing_field", f"required field {named} is missing")
 
     def decode(value: bytes | None) -> dict[str, Any]:
         obj = parse_json_object(value)
         assert value is not None
         try:
-            symbol = obj["symbol"]
-            price = obj["price"]
-            volume = obj["volume"]
-            ts = obj["ts"]
+            if nested:
+                symbol, price, volume, ts = (get(obj) for get in getters)
+            else:
+                symbol = obj[k_symbol]
+                price = obj[k_price]
+                volume = obj[k_volume]
+                ts = obj[k_ts]
         except KeyError as exc:
-            raise DataError("missing_field", f"required field {exc.args[0]!r} is missing") from None
+            raise missing(exc) from None
         if not isinstance(symbol, str) or not symbol_ok(symbol):
             raise DataError(
-                "invalid_field", f"symbol {str(symbol)[:40]!r} does not match {schema.symbol_pattern}"
+                "invalid_field", f"{l_symbol} {str(symbol)[:40]!r} does not match {schema.symbol_pattern}"
             )
         if isinstance(price, bool) or not isinstance(price, int | float):
-            raise DataError("invalid_field", f"price must be a number, got {_kind(price)}")
+            raise DataError("invalid_field", f"{l_price} must be a number, got {_kind(price)}")
+        if exact_price is not None:
+            price = exact_price(value, price) if isinstance(price, float) else Decimal(price)
         if not min_price < price <= max_price:
-            raise DataError("out_of_bounds", f"price {price} is outside ({min_price}, {max_price}]")
+            raise DataError("out_of_bounds", f"{l_price} {price} is outside ({min_price}, {max_price}]")
         if isinstance(volume, float) and volume.is_integer() and INT64_MIN <= volume <= INT64_MAX:
             volume = int(volume)
         if isinstance(volume, bool) or not isinstance(volume, int):
-            raise DataError("invalid_field", f"volume must be an integer, got {_kind(volume)}")
+            raise DataError("invalid_field", f"{l_volume} must be an integer, got {_kind(volume)}")
         if not 0 <= volume <= max_volume:
-            raise DataError("out_of_bounds", f"volume {volume} is outside [0, {max_volume}]")
+            raise DataError("out_of_bounds", f"{l_volume} {volume} is outside [0, {max_volume}]")
         fields: dict[str, Any] = {
             "symbol": symbol.upper(),
-            "price": float(price),
+            "price": _exact_decimal(price, l_price) if decimal else float(price),
             "volume": volume,
-            "ts": parse_timestamp(ts),
+            "ts": parse_ts(ts),
         }
-        if len(obj) > 4:
+        if len(obj) > n_consumed:
             for key, extra in obj.items():
-                if key in fields:
+                if key in consumed:
                     continue
+                if key in fields:
+                    raise DataError(
+                        "conflicting_field",
+                        f"field {key!r} is sent too, but tick.fields reads {key} from {source_of[key]!r}",
+                    )
                 if key in RESERVED_FIELDS:
                     raise DataError("reserved_field", f"field {key!r} is reserved by the pipeline")
                 fields[key] = extra
@@ -339,10 +434,14 @@ def make_document(
 
     Its dates are naive UTC datetimes: the BSON encoder stores them as the same BSON dates as aware ones, at
     a fraction of the cost (an aware datetime makes it call `utcoffset()`, a DatetimeMS its `__int__`: about
-    2 µs per document together). `ingested_at` is UTC, naive or aware.
+    2 µs per document together). `ingested_at` is UTC, naive or aware. An exact price (a Decimal, from
+    `price_type: decimal128`) is stored as a BSON Decimal128.
     """
     document: dict[str, Any] = {"_id": {"topic": topic, "partition": partition, "offset": offset}}
     document.update(fields)
+    price = document.get("price")
+    if price.__class__ is Decimal:
+        document["price"] = Decimal128(price)
     ts = document.get("ts")
     if ts.__class__ is datetime and ts.tzinfo is not None:  # the tick decoder's aware UTC datetime
         document["ts"] = ts.replace(tzinfo=None)

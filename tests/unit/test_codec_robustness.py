@@ -151,3 +151,100 @@ def test_arbitrary_json_gives_a_document_or_a_data_error(name: str, obj: object)
 @pytest.mark.parametrize("name", ["tick", "raw"])
 def test_arbitrary_tick_like_objects_give_a_document_or_a_data_error(name: str, obj: dict[str, Any]) -> None:
     _outcome(DECODERS[name], json.dumps(obj).encode())
+
+
+# --- mapped decoders (tick.fields, tick.ts_format, tick.price_type) -----------------------------------------
+
+MAPPING = {"symbol": "ticker", "price": "last", "volume": "qty", "ts": "time"}
+MAPPED: dict[str, Decoder] = {
+    "mapped": make_tick_decoder(TickSchema(fields=MAPPING)),
+    "nested": make_tick_decoder(
+        TickSchema(fields={"symbol": "instrument.code", "price": "quote.last", "ts": "quote.at"})
+    ),
+    "decimal": make_tick_decoder(TickSchema(fields=MAPPING, price_type="decimal128")),
+    "epoch_ns": make_tick_decoder(TickSchema(fields=MAPPING, ts_format="epoch_ns")),
+    "epoch_s": make_tick_decoder(TickSchema(ts_format="epoch_s", price_type="decimal128")),
+}
+feed_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "ticker": st.one_of(st.text(max_size=40), json_values),
+        "last": st.one_of(st.floats(allow_nan=False, allow_infinity=False), st.integers(), json_values),
+        "qty": st.one_of(st.integers(min_value=-(2**70), max_value=2**70), st.floats(), json_values),
+        "time": st.one_of(
+            st.integers(min_value=-(2**80), max_value=2**80),
+            st.floats(allow_nan=False),
+            st.datetimes().map(lambda d: d.isoformat()),
+            json_values,
+        ),
+        "symbol": json_values,
+        "price": json_values,
+        "instrument": st.one_of(st.fixed_dictionaries({"code": st.text(max_size=12)}), json_values),
+        "quote": st.one_of(
+            st.fixed_dictionaries(
+                {"last": st.floats(allow_nan=False, allow_infinity=False), "at": st.integers()}
+            ),
+            json_values,
+        ),
+        "extra": json_values,
+        "$bad": json_values,
+        "kafka": json_values,
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=200))
+@pytest.mark.parametrize("name", list(MAPPED))
+def test_mapped_decoders_turn_arbitrary_bytes_into_a_document_or_a_data_error(
+    name: str, value: bytes
+) -> None:
+    _outcome(MAPPED[name], value)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(feed_like)
+@pytest.mark.parametrize("name", list(MAPPED))
+def test_mapped_decoders_turn_arbitrary_feed_objects_into_a_document_or_a_data_error(
+    name: str, obj: dict[str, Any]
+) -> None:
+    value = json.dumps(obj).encode()
+    _outcome(MAPPED[name], value)
+    try:
+        MAPPED[name](value)
+    except DataError as exc:  # every refusal of a JSON object is a named one, never a caught surprise
+        assert exc.kind != "undecodable", exc.message
+
+
+canonical_tick = st.fixed_dictionaries(
+    {
+        "symbol": st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9._-]{0,8}\Z"),
+        "price": st.floats(min_value=1e-6, max_value=1e12, allow_nan=False) | st.integers(1, 10**12),
+        "volume": st.integers(min_value=0, max_value=2**63 - 1),
+        "ts": st.integers(min_value=-(2**40), max_value=2**40),
+    },
+    optional={"venue": st.text(max_size=8), "seq": st.integers(min_value=-(2**63), max_value=2**63 - 1)},
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(canonical_tick)
+def test_a_renamed_feed_decodes_exactly_like_the_canonical_tick(obj: dict[str, Any]) -> None:
+    renamed = {MAPPING.get(k, k): v for k, v in obj.items()}
+    assert MAPPED["mapped"](orjson.dumps(renamed)) == decode_tick(orjson.dumps(obj))
+
+
+@settings(max_examples=400, deadline=None)
+@given(canonical_tick)
+def test_a_decimal128_price_is_the_literal_the_json_text_carries(obj: dict[str, Any]) -> None:
+    from decimal import Decimal
+
+    text = json.dumps({MAPPING.get(k, k): v for k, v in obj.items()})
+    fields = MAPPED["decimal"](text.encode())
+    literal = Decimal(repr(obj["price"])) if isinstance(obj["price"], float) else Decimal(obj["price"])
+    assert fields["price"].as_tuple() == literal.as_tuple()
+    assert float(fields["price"]) == float(obj["price"])
+    # Everything else is what the double decoder gives.
+    assert {k: v for k, v in fields.items() if k != "price"} == {
+        k: v for k, v in decode_tick(json.dumps(obj).encode()).items() if k != "price"
+    }
