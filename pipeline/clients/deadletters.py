@@ -19,6 +19,7 @@ from pymongo.errors import BulkWriteError
 from pipeline.clients.kafka import produce_waiting
 from pipeline.core.deadletter import DeadLetter
 from pipeline.core.errors import DUPLICATE_KEY_CODES, FatalError, TransientError, is_transient_kafka
+from pipeline.core.write_outcome import write_concern_error
 
 # librdkafka's default `message.max.bytes`: the largest record the producer sends unless told otherwise.
 DEFAULT_RECORD_LIMIT = 1_000_000
@@ -71,11 +72,9 @@ class DeadLetterWriter:
             # A duplicate key: the same letter, stored by an earlier delivery of its message.
             details = exc.details
             others = [e for e in details.get("writeErrors", []) if e.get("code") not in DUPLICATE_KEY_CODES]
-            if details.get("writeConcernErrors") or others:
-                first = (others or details.get("writeConcernErrors") or [{}])[0]
-                raise TransientError(
-                    f"dead-letter collection write failed: {first.get('errmsg', 'write concern error')}"
-                ) from None
+            reason = others[0].get("errmsg") if others else write_concern_error(details)
+            if reason is not None:
+                raise TransientError(f"dead-letter collection write failed: {reason}") from None
 
     def _produce(self, letters: Sequence[DeadLetter]) -> None:
         assert self.producer is not None

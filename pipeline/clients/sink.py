@@ -42,7 +42,7 @@ from pipeline.core.errors import (
 )
 from pipeline.core.errors import ConfigurationError as ConfigurationRefused
 from pipeline.core.storage import CollectionPlan, TimeSeries
-from pipeline.core.write_outcome import BulkErrors, id_key, read_bulk_errors
+from pipeline.core.write_outcome import BulkErrors, id_key, read_bulk_errors, write_concern_error
 from pipeline.ops.config import MongoConfig
 from pipeline.ops.logs import get_logger
 from pipeline.ops.redact import redact_text, redact_uri
@@ -182,9 +182,8 @@ class MongoSink:
         except BulkWriteError as exc:
             errors = read_bulk_errors(exc.details, len(documents), self._other_unique.get(name, False))
             if errors.write_concern_failed:
-                first = exc.details["writeConcernErrors"][0]
                 raise WriteConcernFailed(
-                    f"write concern not satisfied: {first.get('errmsg', first)}", errors.inserted
+                    f"write concern not satisfied: {write_concern_error(exc.details)}", errors.inserted
                 ) from None
             return errors
         return None
@@ -255,8 +254,10 @@ class MongoSink:
                 return updated + result.upserted_count + result.modified_count
             except BulkWriteError as exc:
                 details = exc.details
-                if details.get("writeConcernErrors"):
-                    raise TransientError("write concern not satisfied on the latest collection") from None
+                if (wc := write_concern_error(details)) is not None:
+                    raise TransientError(
+                        f"write concern not satisfied on the latest collection: {wc}"
+                    ) from None
                 updated += int(details.get("nUpserted", 0)) + int(details.get("nModified", 0))
                 errors = details.get("writeErrors", [])
                 others = [e for e in errors if e.get("code") not in DUPLICATE_KEY_CODES]

@@ -14,6 +14,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from pipeline.clients.kafka import consumer_config
+from pipeline.core.coordinates import TP
 from pipeline.core.errors import (
     ConfigurationError,
     FatalError,
@@ -30,7 +31,6 @@ from pipeline.ops.logs import get_logger
 from pipeline.ops.redact import redact_text
 
 log = get_logger("pipeline.clients.source")
-TP = tuple[str, int]
 RebalanceCallback = Callable[[list[TP]], None]
 
 

@@ -72,9 +72,18 @@ def _names_id_index(error: Mapping[str, Any]) -> bool | None:
     return None
 
 
+def write_concern_error(details: Mapping[str, Any]) -> str | None:
+    """The first write-concern error of a bulk write's reply, as text; None when there is none."""
+    errors = details.get("writeConcernErrors")
+    if not errors:
+        return None
+    first = errors[0]
+    return str(first.get("errmsg") or first) if isinstance(first, Mapping) else str(first)
+
+
 def read_bulk_errors(details: Mapping[str, Any], submitted: int, other_unique_indexes: bool) -> BulkErrors:
     """`other_unique_indexes`: the collection has a unique index besides `_id` (from listIndexes)."""
-    out = BulkErrors(write_concern_failed=bool(details.get("writeConcernErrors")))
+    out = BulkErrors(write_concern_failed=write_concern_error(details) is not None)
     failed: set[int] = set()
     for error in details.get("writeErrors", []):
         index = int(error["index"])
