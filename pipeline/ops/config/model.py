@@ -18,8 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
-from pipeline.core.codec import SYMBOL_PATTERN
-from pipeline.core.filters import FilterSpec
+from pipeline.core.codec import SYMBOL_PATTERN, PriceType, TickSchema, TsFormat, check_field_mapping
+from pipeline.core.filters import AllOf, AnyOf, Condition, FilterSpec, NotOf
 from pipeline.core.naming import (
     CollectionRouter,
     NameError_,
@@ -581,6 +581,30 @@ class TickSchemaConfig(_Section):
     min_price: float = Field(0.0, description="Exclusive lower bound of a tick's `price`.")
     max_price: float = Field(1e12, description="Upper bound of a tick's `price`.")
     max_volume: int = Field(2**63 - 1, description="Upper bound of a tick's `volume`.")
+    fields: dict[str, str] | None = Field(
+        None,
+        description="Where each tick field is read from, for feeds with other field names: `symbol`, "
+        "`price`, `volume` and/or `ts` -> the source field, or a dotted path into nested input "
+        "(`quote.last`). Documents are stored with the tick names; a top-level source field is not stored "
+        "again (a nested path's enclosing object is, as sent); a message that also carries a field under "
+        "a mapped tick name is dead-lettered (`conflicting_field`), never dropped. Validation errors name "
+        "the source field. Unlisted fields are read from their own name; per topic: `topics.<topic>."
+        "fields` (JSON from the environment).",
+        examples=[{"symbol": "ticker", "price": "last", "volume": "qty", "ts": "time"}],
+    )
+    ts_format: TsFormat = Field(
+        "iso",
+        description="How `ts` is written: `iso` (an ISO-8601 string, no offset = UTC; a number is taken "
+        "as epoch milliseconds), or a number of `epoch_s`, `epoch_ms`, `epoch_us` or `epoch_ns` (stored "
+        "as a BSON date: millisecond precision). Per topic: `topics.<topic>.ts_format`.",
+    )
+    price_type: PriceType = Field(
+        "double",
+        description="How prices are stored: `double` (a BSON double), or `decimal128`: a BSON Decimal128 "
+        "made from the number exactly as the JSON text writes it (no float round trip: `38.10` stays "
+        "`38.10`; more than 34 significant digits is dead-lettered). Queries, OHLC bars, VWAP, "
+        "statistics, exports and charts read both, also mixed in one collection.",
+    )
 
     @field_validator("symbol_pattern")
     @classmethod
@@ -590,6 +614,11 @@ class TickSchemaConfig(_Section):
         except re.error as exc:
             raise ValueError(f"not a valid regular expression: {exc}") from None
         return pattern
+
+    @field_validator("fields")
+    @classmethod
+    def _check_fields(cls, fields: dict[str, str] | None) -> dict[str, str] | None:
+        return None if fields is None else check_field_mapping(fields)
 
 
 class TimeSeriesOptions(_Section):
@@ -633,6 +662,20 @@ class TopicOptions(_Section):
         description="Store the topic in a MongoDB time-series collection (timeField `ts`, metaField "
         "`symbol`); null: a regular collection.",
     )
+    fields: dict[str, str] | None = Field(
+        None,
+        description="This topic's field mapping (format: tick): entries override those of `tick.fields` "
+        "one tick field at a time.",
+        examples=[{"price": "last"}],
+    )
+    ts_format: TsFormat | None = Field(
+        None, description="This topic's `ts` format (format: tick); null: `tick.ts_format`."
+    )
+
+    @field_validator("fields")
+    @classmethod
+    def _check_fields(cls, fields: dict[str, str] | None) -> dict[str, str] | None:
+        return None if fields is None else check_field_mapping(fields)
 
     @model_validator(mode="after")
     def _check(self) -> TopicOptions:
@@ -747,12 +790,51 @@ class Settings(BaseSettings):
                     raise ValueError(f"kafka.topics: topic {topic!r} cannot be stored: {exc}") from None
         return self
 
+    @model_validator(mode="after")
+    def _check_tick_mappings(self) -> Settings:
+        """A topic's `fields` entries, merged with `tick.fields`, must still be one valid mapping; and with
+        decimal128 prices no filter may order prices (filters compare numbers as int/float only, so such a
+        filter would never match and its ticks would be counted as filtered, not stored)."""
+        for name, options in self.topics.items():
+            if options.fields:
+                try:
+                    check_field_mapping({**(self.tick.fields or {}), **options.fields})
+                except ValueError as exc:
+                    raise ValueError(f"topics.{name}.fields (with tick.fields): {exc}") from None
+            decimal = self.tick.price_type == "decimal128"
+            if decimal and options.filter is not None and _orders_field(options.filter, "price"):
+                raise ValueError(
+                    f"topics.{name}.filter compares price with gt/gte/lt/lte, which filters cannot do on "
+                    "tick.price_type decimal128 prices yet: drop that condition or use double prices"
+                )
+        return self
+
     def collection_router(self) -> CollectionRouter:
         """The topic -> collection mapping these settings define."""
         return CollectionRouter(self.mongo.database, self.mongo.collection_template, self.mongo.collections)
 
     def topic_options(self, topic: str) -> TopicOptions:
         return self.topics.get(topic) or _DEFAULT_TOPIC_OPTIONS
+
+    def tick_schema(self, topic: str | None = None) -> TickSchema:
+        """The tick schema of a topic: `tick`, with the topic's own `fields` entries and `ts_format`."""
+        tick = self.tick
+        options = self.topics.get(topic) if topic is not None else None
+        fields, ts_format = tick.fields, tick.ts_format
+        if options is not None:
+            if options.fields:
+                fields = {**(fields or {}), **options.fields}
+            if options.ts_format is not None:
+                ts_format = options.ts_format
+        return TickSchema(
+            symbol_pattern=tick.symbol_pattern,
+            min_price=tick.min_price,
+            max_price=tick.max_price,
+            max_volume=tick.max_volume,
+            fields=fields,
+            ts_format=ts_format,
+            price_type=tick.price_type,
+        )
 
     @classmethod
     def settings_customise_sources(
@@ -765,6 +847,18 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence, highest first: init arguments, environment variables, the YAML file, defaults.
         return (init_settings, env_settings, YamlSource(settings_cls))
+
+
+def _orders_field(spec: Any, field: str) -> bool:
+    """Does a filter have an ordering condition (gt/gte/lt/lte) on `field`?"""
+    if isinstance(spec, Condition):
+        return spec.field == field and spec.op in ("gt", "gte", "lt", "lte")
+    if isinstance(spec, AllOf | AnyOf):
+        parts = spec.all if isinstance(spec, AllOf) else spec.any
+        return any(_orders_field(part, field) for part in parts)
+    if isinstance(spec, NotOf):
+        return _orders_field(spec.not_, field)
+    return False
 
 
 _DEFAULT_TOPIC_OPTIONS = TopicOptions()
