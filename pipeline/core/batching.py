@@ -24,10 +24,12 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     first_offsets: dict[TP, int] = field(default_factory=dict)
     last_offsets: dict[TP, int] = field(default_factory=dict)
-    # Assignment epoch of each partition when its messages were consumed (see OffsetTracker).
+    # Assignment epoch of each partition when its messages were consumed (see the commit gate).
     epochs: dict[TP, int] = field(default_factory=dict)
     consumed: dict[str, int] = field(default_factory=dict)
     filtered: dict[str, int] = field(default_factory=dict)
+    # collection -> topic -> documents (so the writer counts per topic without a pass over documents)
+    topics: dict[str, dict[str, int]] = field(default_factory=dict)
     size: int = 0
 
     def _note(self, tp: TP, offset: int, epoch: int) -> None:
@@ -47,8 +49,11 @@ class Batch:
         if docs is None:
             docs = self.documents[collection] = []
             self.values[collection] = []
+            self.topics[collection] = {}
         docs.append(document)
         self.values[collection].append(value)
+        counts = self.topics[collection]
+        counts[tp[0]] = counts.get(tp[0], 0) + 1
         self._note(tp, offset, epoch)
 
     def add_dead_letter(self, letter: DeadLetter, tp: TP, offset: int, epoch: int) -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
@@ -272,7 +272,7 @@ class WritePool:
         for name, documents in batch.documents.items():
             plan = self.plan_for(name)
             self._retry(generation, f"preparing {name}", batch, partial(self.sink.ensure_collection, plan))
-            self._verify_sources(generation, batch, name, documents)
+            self._verify_sources(generation, batch, name)
             rejected: set[int] = set()
             if plan.history:
                 rejected = self._write_history(plan, documents, batch, generation, completion, refused)
@@ -304,15 +304,12 @@ class WritePool:
         self._write_letters(batch.dead_letters + refused, batch, generation, completion)
         return completion
 
-    def _verify_sources(
-        self, generation: int, batch: Batch, collection: str, documents: Sequence[Mapping[str, Any]]
-    ) -> None:
+    def _verify_sources(self, generation: int, batch: Batch, collection: str) -> None:
         """Before a topic's first write to a collection (in this process, under its current identity): make
         sure the collection does not hold ticks of another topic of the same name."""
         if not self.verify_sources:
             return
-        topics = {doc["_id"]["topic"] for doc in documents}
-        for topic in topics:
+        for topic in batch.topics[collection]:
             identity = self.identities.get(topic)
             if identity is None or (collection, topic, identity) in self._verified:
                 continue
@@ -345,6 +342,10 @@ class WritePool:
         def topic_of(i: int) -> str:
             return str(documents[i]["_id"]["topic"])
 
+        def tp_of(i: int) -> TP:
+            _id = documents[i]["_id"]
+            return (_id["topic"], _id["partition"])
+
         def reject(i: int, kind: str, reason: str) -> None:
             rejected.add(i)
             refused.append(letter_for_document(documents[i], values[i], kind, reason))
@@ -357,7 +358,7 @@ class WritePool:
                     """One try: what is still owned, less what is stored already (time-series), inserted.
                     Returns (indexes sent, stored documents found at the others' coordinates, errors)."""
                     live = self._live(batch)
-                    idx = [i for i in todo if (topic_of(i), documents[i]["_id"]["partition"]) in live]
+                    idx = todo if len(live) == len(batch.epochs) else [i for i in todo if tp_of(i) in live]
                     found: dict[int, Mapping[str, Any]] = {}
                     if plan.deduplicate and idx:
                         idx, found = self._drop_stored(name, documents, idx, session)
@@ -380,8 +381,12 @@ class WritePool:
                     else:
                         reject(i, "coordinates_reused", _REUSED)
                 if errors is None:
-                    for i in subset_indexes:
-                        _count(completion.stored, topic_of(i))
+                    if len(subset_indexes) == len(documents):  # everything, at the first attempt
+                        for topic, n in batch.topics[name].items():
+                            _count(completion.stored, topic, n)
+                    else:
+                        for i in subset_indexes:
+                            _count(completion.stored, topic_of(i))
                     break
                 for j in errors.inserted:
                     _count(completion.stored, topic_of(subset_indexes[j]))
