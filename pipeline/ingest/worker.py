@@ -234,8 +234,8 @@ class Worker:
         messages = self.source.consume(want, timeout)
         if messages:
             self._put(messages)
-        # Caught up (fewer messages than asked for) and the writer is idle: write now rather than wait out
-        # max_wait_ms. Under backlog consume() returns full batches and this never fires.
+        # Caught up (fewer messages than asked for): with a write slot free, the open batch is written now
+        # rather than after max_wait_ms. Under backlog consume() returns full batches and this never fires.
         self._caught_up = len(messages) < want
         self._report(now)
 
@@ -295,8 +295,9 @@ class Worker:
         """Hand the open batch to the writer when it is full or old enough (Kafka Connect's flush)."""
         if self.writer.in_flight >= self.settings.batch.max_in_flight:
             return
-        idle_and_caught_up = self._caught_up and self.writer.in_flight == 0 and self.builder.size > 0
-        if self.builder.due(now) or idle_and_caught_up or (self._error is not None and self.builder.size):
+        # Caught up with a write slot free: write what there is now rather than wait out max_wait_ms.
+        slot_free = self._caught_up and self.writer.in_flight < self.writer.limit and self.builder.size > 0
+        if self.builder.due(now) or slot_free or (self._error is not None and self.builder.size):
             self._submit_open_batch()
 
     def _submit_open_batch(self) -> None:
