@@ -20,6 +20,7 @@ from pipeline.cli import (
     cmd_produce,
     cmd_query,
     cmd_run,
+    cmd_serve,
     cmd_status,
     cmd_tail,
     cmd_topics,
@@ -35,6 +36,7 @@ COMMANDS = [
     cmd_topics,
     cmd_tail,
     cmd_status,
+    cmd_serve,
     cmd_bench,
 ]
 

@@ -739,6 +739,68 @@ class MetricsConfig(_Section):
     )
 
 
+class HttpConfig(_Section):
+    """`pipeline serve`: the read-only HTTP API and the live chart page."""
+
+    host: str = Field(
+        "127.0.0.1",
+        description="Address the HTTP server binds (`0.0.0.0` in a container; keep the default on a host "
+        "unless a token is set).",
+    )
+    port: int = Field(
+        8080, ge=0, le=65535, description="Port of the HTTP server; 0 picks a free port (logged)."
+    )
+    token: Annotated[SecretStr | None, Secret(file_key="token_file")] = Field(
+        None,
+        description="Bearer token required on every request but `/healthz` and `/readyz` "
+        "(`Authorization: Bearer <token>`); unset: no authentication. Never logged.",
+    )
+    token_file: Path | None = Field(
+        None,
+        description="File holding the bearer token (e.g. a Docker/Kubernetes secret).",
+        examples=["/run/secrets/http_token"],
+    )
+    page_size: int = Field(100, ge=1, description="Ticks per page when a request gives no `limit`.")
+    max_page_size: int = Field(1000, ge=1, le=100_000, description="Largest `limit` a tick request may ask.")
+    max_bars: int = Field(
+        10_000,
+        ge=1,
+        description="Most OHLC bars one request may return: more is refused (400) with a hint to narrow "
+        "the range or use a larger interval.",
+    )
+    mongo_timeout_ms: int = Field(
+        5_000,
+        ge=100,
+        description="How long a request waits for a reachable MongoDB before it is answered 503.",
+    )
+    status_timeout_s: float = Field(
+        5.0, gt=0, description="`/api/status`: how long to wait for Kafka and MongoDB before answering 503."
+    )
+    live_poll_s: float = Field(
+        1.0,
+        gt=0,
+        le=60,
+        description="How often a live event stream (`/api/events/{symbol}`) checks for newly stored ticks "
+        "(an estimated count per collection, then an index lookup when it changed).",
+    )
+    access_log: bool = Field(False, description="Log one line per request (method, path, status).")
+
+    _unset_empty = field_validator("token", "token_file", mode="before")(_empty_is_unset)
+
+    @model_validator(mode="after")
+    def _check(self) -> HttpConfig:
+        from_file = _read_secret_file(self.token_file, "token_file")
+        if from_file is not None:
+            if self.token is not None:
+                raise ValueError("set only one of token and token_file")
+            self.token = from_file
+        if self.token is not None and not self.token.get_secret_value():
+            raise ValueError("token is empty")
+        if self.page_size > self.max_page_size:
+            raise ValueError(f"page_size {self.page_size} exceeds max_page_size {self.max_page_size}")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", case_sensitive=False
@@ -767,6 +829,7 @@ class Settings(BaseSettings):
     worker: WorkerConfig = Field(default_factory=WorkerConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
 
     @field_validator("topics")
     @classmethod

@@ -1,0 +1,176 @@
+"""The JSON shapes of the HTTP API (pydantic models: they validate every response and make the OpenAPI
+document). Times are ISO-8601 in UTC; prices are the stored doubles, exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+from pipeline.read.query import Bar, SymbolStats, Tick
+
+Order = Literal["oldest_first", "newest_first"]
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# A UTC instant in JSON: ISO-8601 with milliseconds and Z (2026-01-05T13:00:00.037Z), as stored.
+Time = Annotated[
+    datetime,
+    PlainSerializer(_iso, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorBody(_Out):
+    """Every error: a stable code and one sentence for a person."""
+
+    error: str = Field(description="A stable code, e.g. `invalid_symbol`, `unknown_symbol`, `unavailable`.")
+    message: str = Field(description="One sentence saying what was wrong.")
+
+
+class TickOut(_Out):
+    symbol: str
+    ts: Time = Field(description="The tick's time (UTC, millisecond precision).")
+    price: float
+    volume: int
+    topic: str = Field(description="Kafka coordinates of the tick: topic, partition, offset.")
+    partition: int
+    offset: int
+
+    @classmethod
+    def of(cls, tick: Tick) -> TickOut:
+        return cls(
+            symbol=tick.symbol,
+            ts=tick.ts,
+            price=tick.price,
+            volume=tick.volume,
+            topic=tick.topic,
+            partition=tick.partition,
+            offset=tick.offset,
+        )
+
+
+class TickPage(_Out):
+    symbol: str
+    order: Order
+    from_: Time | None = Field(alias="from", description="The range's start (inclusive), if given.")
+    to: Time | None = Field(description="The range's end (exclusive), if given.")
+    ticks: list[TickOut]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` (same symbol and order) for the ticks after the last one of this page; "
+        "null on the last page."
+    )
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class BarOut(_Out):
+    start: Time = Field(description="Bar start (UTC); the bar holds start <= ts < start + interval.")
+    open: float = Field(description="Price of the first tick of the bar in the tick order.")
+    high: float
+    low: float
+    close: float = Field(description="Price of the last tick of the bar in the tick order.")
+    volume: int
+    trades: int = Field(description="Number of ticks in the bar.")
+    vwap: float | None = Field(description="sum(price * volume) / sum(volume); null when the volume is 0.")
+    first_ts: Time
+    last_ts: Time
+
+    @classmethod
+    def of(cls, bar: Bar) -> BarOut:
+        return cls(
+            start=bar.start,
+            open=bar.open,
+            high=bar.high,
+            low=bar.low,
+            close=bar.close,
+            volume=bar.volume,
+            trades=bar.trades,
+            vwap=bar.vwap,
+            first_ts=bar.first_ts,
+            last_ts=bar.last_ts,
+        )
+
+
+class Bars(_Out):
+    symbol: str
+    interval: str
+    align_tz: str | None = Field(description="The zone bars are aligned to; null: UTC.")
+    from_: Time | None = Field(alias="from")
+    to: Time | None
+    bars: list[BarOut]
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, serialize_by_alias=True)
+
+
+class StatsOut(_Out):
+    symbol: str
+    collection: str
+    count: int
+    first_ts: Time
+    last_ts: Time
+    last_price: float = Field(description="Price of the last tick in the tick order.")
+    avg_price: float
+    total_volume: int
+
+    @classmethod
+    def of(cls, row: SymbolStats) -> StatsOut:
+        return cls(**vars(row))
+
+
+class Stats(_Out):
+    database: str
+    stats: list[StatsOut]
+
+
+class Latest(_Out):
+    database: str
+    ticks: list[TickOut] = Field(description="The newest tick of each symbol, sorted by symbol.")
+
+
+class Symbols(_Out):
+    database: str
+    symbols: list[str]
+
+
+class PartitionOut(_Out):
+    partition: int
+    committed: int | None = Field(description="Next offset the group will read; null: nothing committed.")
+    end_offset: int = Field(description="High watermark as reported by the broker.")
+    lag: int | None
+    end_offset_reliable: bool
+
+
+class TopicOut(_Out):
+    topic: str
+    exists: bool
+    collection: str | None
+    stored_documents: int | None = Field(description="Estimated count of the topic's collection.")
+    partitions: list[PartitionOut]
+    committed_total: int | None
+    end_total: int
+    lag_total: int | None
+    end_offsets_reliable: bool
+
+
+class Status(_Out):
+    group: str
+    kafka: str
+    mongo: str = Field(description="The MongoDB URI, password masked.")
+    database: str
+    end_offset_source: str
+    end_offsets_reliable: bool
+    topics: list[TopicOut]
+
+
+class Health(_Out):
+    status: Literal["ok", "unavailable"]
+    mongo: bool | None = None
