@@ -183,38 +183,67 @@ def time_range(start: str | None, end: str | None) -> tuple[datetime | None, dat
     return lo, hi
 
 
+# Patterns in the document only (json_schema_extra): the values are checked by the query library's own
+# functions, which give the CLI's messages (400), not by FastAPI (422).
+TIME_PATTERN = (
+    r"^(now|-[0-9]+(\.[0-9]+)?[smhdw]|[0-9]{4}-[0-9]{2}-[0-9]{2}"
+    r"([T ][0-9]{2}(:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)?)?)$"
+)
+ZONE_PATTERN = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$"
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{1,512}$"
 FROM = Query(
     alias="from",
     description="Start, inclusive: ISO-8601 (no offset = UTC), `now`, or relative to now (`-15m`, `-1h`).",
     examples=["2026-01-05T13:00:00Z"],
+    json_schema_extra={"pattern": TIME_PATTERN},
 )
 TO = Query(
-    alias="to", description="End, exclusive (same forms as `from`).", examples=["2026-01-05T14:00:00Z"]
+    alias="to",
+    description="End, exclusive (same forms as `from`).",
+    examples=["2026-01-05T14:00:00Z"],
+    json_schema_extra={"pattern": TIME_PATTERN},
 )
-SYMBOL = Path(description="e.g. PETR4 (case-insensitive)", examples=["PETR4"])
-SYMBOLS = Query(
-    alias="symbol",
-    description="Only these symbols (repeat the parameter); default: all.",
-)
+
+
+def symbol_path(pattern: str) -> Any:
+    return Path(
+        description="e.g. PETR4 (case-insensitive)",
+        examples=["PETR4"],
+        json_schema_extra={"pattern": pattern},
+    )
+
+
+def symbols_query(pattern: str) -> Any:
+    return Query(
+        alias="symbol",
+        description="Only these symbols (repeat the parameter); default: all.",
+        json_schema_extra={"items": {"type": "string", "pattern": pattern}},
+    )
 
 
 def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAPI:
     """The application. No connection is made until a request needs MongoDB."""
     http = settings.http
     service = Service(settings)
+    SYMBOL = symbol_path(settings.tick.symbol_pattern)
+    SYMBOLS = symbols_query(settings.tick.symbol_pattern)
     metrics = metrics or HttpMetrics()
     token = http.token.get_secret_value().encode() if http.token is not None else None
+    # The document declares the bearer scheme only when the service has a token (it then requires it).
     bearer = HTTPBearer(
         auto_error=False,
-        description="Needed only when the service is configured with a token (`http.token`).",
+        description="Set `http.token` (or `http.token_file`) to require it on /api and /metrics.",
     )
 
+    def open_access() -> None:
+        return
+
     def authorized(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
-        if token is None:
-            return
         given = credentials.credentials.encode() if credentials is not None else b""
-        if not hmac.compare_digest(given, token):
+        if token is None or not hmac.compare_digest(given, token):
             raise Unauthorized()
+
+    guard = Depends(open_access if token is None else authorized)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -239,7 +268,7 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     _handlers(app, service)
 
-    api = APIRouter(prefix="/api", dependencies=[Depends(authorized)])
+    api = APIRouter(prefix="/api", dependencies=[guard])
 
     @api.get(
         "/symbols", response_model=Symbols, summary="Symbols with stored ticks", responses=errors(401, 503)
@@ -268,7 +297,12 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
         ] = None,
         order: Annotated[Order | None, Query(description="Direction (default: see above).")] = None,
         cursor_text: Annotated[
-            str | None, Query(alias="cursor", description="`next_cursor` of the previous page.")
+            str | None,
+            Query(
+                alias="cursor",
+                description="`next_cursor` of the previous page.",
+                json_schema_extra={"pattern": CURSOR_PATTERN},
+            ),
         ] = None,
     ) -> TickPage:
         name = service.symbol(symbol)
@@ -321,7 +355,11 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
         end: Annotated[str | None, TO] = None,
         align_tz: Annotated[
             str | None,
-            Query(description="IANA zone to align bars to (default UTC).", examples=["America/Sao_Paulo"]),
+            Query(
+                description="IANA zone to align bars to (default UTC).",
+                examples=["America/Sao_Paulo"],
+                json_schema_extra={"pattern": ZONE_PATTERN},
+            ),
         ] = None,
     ) -> Bars:
         name = service.symbol(symbol)
@@ -428,9 +466,7 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
             return JSONResponse({"status": "unavailable", "mongo": False}, status_code=503)
         return Health(status="ok", mongo=True)
 
-    app.add_api_route(
-        "/metrics", metrics_endpoint(metrics), include_in_schema=False, dependencies=[Depends(authorized)]
-    )
+    app.add_api_route("/metrics", metrics_endpoint(metrics), include_in_schema=False, dependencies=[guard])
     page.mount(app)
     _without_unused_schemas(app)
     return app

@@ -81,10 +81,10 @@ def render_markdown(settings: Settings | None = None) -> str:
         out += [doc["info"]["summary"], ""]
     out += [doc["info"].get("description", "").rstrip(), ""]
     out += [
-        "The OpenAPI document is served at `/openapi.json`. Authentication: "
-        + _cell(
-            doc.get("components", {}).get("securitySchemes", {}).get("HTTPBearer", {}).get("description", "")
-        ),
+        "The OpenAPI document is served at `/openapi.json`. Authentication: none by default; with "
+        "`http.token` (or `http.token_file`) set, every `/api` route and `/metrics` need "
+        "`Authorization: Bearer <token>` (401 otherwise) and the served document declares the bearer "
+        "scheme. `/`, `/openapi.json`, `/healthz` and `/readyz` stay open.",
         "",
         "## Endpoints",
         "",

@@ -141,7 +141,13 @@ class Symbols(_Out):
     symbols: list[str]
 
 
-class PartitionOut(_Out):
+class _Open(BaseModel):
+    """`pipeline status` output: the documented fields, and any field a newer status adds, passed through."""
+
+    model_config = ConfigDict(extra="allow")
+
+
+class PartitionOut(_Open):
     partition: int
     committed: int | None = Field(description="Next offset the group will read; null: nothing committed.")
     end_offset: int = Field(description="High watermark as reported by the broker.")
@@ -149,7 +155,7 @@ class PartitionOut(_Out):
     end_offset_reliable: bool
 
 
-class TopicOut(_Out):
+class TopicOut(_Open):
     topic: str
     exists: bool
     collection: str | None
@@ -161,7 +167,7 @@ class TopicOut(_Out):
     end_offsets_reliable: bool
 
 
-class Status(_Out):
+class Status(_Open):
     group: str
     kafka: str
     mongo: str = Field(description="The MongoDB URI, password masked.")
