@@ -149,8 +149,9 @@ def test_members_join_leave_and_die_under_the_consumer_protocol_while_mongodb_is
     assert dead_letter_count(sc) == 0, "every tick is valid: nothing may be dead-lettered"
     for worker in workers.values():
         assert "Traceback" not in worker.log_text(), worker.log_text()[-3000:]
-    data = status_json(sc.env())
+    data = status_json(sc.env(PIPELINE_KAFKA__GROUP_PROTOCOL="consumer"))
     assert set(status_lags(data).values()) == {0}, data
+    assert (data["group_protocol"], data["group_members"]) == ("consumer", 0), data
     assert any(incremental_revocations(w.log_text()) for w in workers.values()), (
         "no member kept partitions through a revocation: the incremental hand-over was not exercised"
     )

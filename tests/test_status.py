@@ -133,3 +133,36 @@ def test_status_with_a_server_unreachable_prints_one_line_and_exits_1(
     expected = "error: cannot reach Kafka at" if down == "kafka" else "error: cannot reach MongoDB at"
     assert len(lines) == 1 and lines[0].startswith(expected), result.stderr
     assert "Pa55w0rd-x" not in result.stderr
+
+
+@pytest.mark.apache_kafka("the KIP-848 consumer group protocol (Kafka 4.0+)")
+@pytest.mark.parametrize("protocol", ["classic", "consumer"])
+def test_status_shows_the_group_protocol_the_broker_describes(
+    protocol: str, make_scenario: Callable[..., Scenario]
+) -> None:
+    sc = make_scenario(("petr4",), partitions=2)
+    ends = end_offsets(sc.produce(200))
+    env = {"PIPELINE_KAFKA__GROUP_PROTOCOL": protocol}
+
+    before = status_json(sc, **env)  # no member, nothing committed: the broker knows no such group
+    assert (before["group_protocol"], before["group_state"], before["group_members"]) == (None, "dead", 0)
+    assert before["group_protocol_configured"] == protocol and before["group_description_error"] is None
+
+    with thread_worker(sc.settings(kafka={"group_protocol": protocol})) as runner:
+        wait_for(lambda: sc.committed(list(ends)) == ends, timeout=120, interval=0.5, what="all committed")
+        during = status_json(sc, **env)
+        table = status(sc.env(**env), "--format", "table")
+        assert runner.stop() == 0
+    assert (during["group_protocol"], during["group_state"], during["group_members"]) == (
+        protocol,
+        "stable",
+        1,
+    )
+    assert table.returncode == 0, table.stderr
+    assert f"(protocol {protocol}, stable, 1 member)" in " ".join(table.stdout.split()), table.stdout
+
+    after = status_json(sc, **env)  # the member left; the group keeps its offsets and its protocol
+    assert (after["group_protocol"], after["group_state"], after["group_members"]) == (protocol, "empty", 0)
+    assert {(t["topic"], p["partition"]): p["lag"] for t in after["topics"] for p in t["partitions"]} == {
+        tp: 0 for tp in ends
+    }

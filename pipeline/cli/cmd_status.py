@@ -1,5 +1,6 @@
-"""`pipeline status`: per topic and partition, the consumer group's committed offset, the end offset and
-the lag, and the documents stored in MongoDB. Read-only: it never joins the group (no rebalance)."""
+"""`pipeline status`: the consumer group's protocol, state and members as the broker describes them; per topic
+and partition its committed offset, the end offset and the lag, and the documents stored in MongoDB.
+Read-only: it never joins the group (no rebalance)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 from pipeline.cli.common import add_config_option, add_timeout_option, settings_from
 
 if TYPE_CHECKING:
-    from pipeline.read.status import GroupStatus, PartitionStatus
+    from pipeline.read.status import GroupDescription, GroupStatus, PartitionStatus
 
 # Table width when stdout is not a terminal (pipes, files): wide enough that nothing is cut.
 PIPE_WIDTH = 160
@@ -19,8 +20,10 @@ PIPE_WIDTH = 160
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser(
         "status",
-        help="committed offsets, end offsets, lag and stored documents of the consumer group",
-        description="For the configured consumer group and topics: per partition the committed offset, the "
+        help="group protocol, committed offsets, end offsets, lag and stored documents of the consumer group",
+        description="For the configured consumer group: its group protocol (classic, or consumer for "
+        "KIP-848 groups), state and number of members as the broker describes them; and for its topics: per "
+        "partition the committed offset, the "
         "end offset (the high watermark as reported by the broker) and the lag; per topic the number of "
         "documents in its MongoDB collection (estimated count: collection metadata, no scan). An end offset "
         "below the committed offset means the broker's end offsets are wrong: it is flagged and no lag is "
@@ -61,6 +64,28 @@ def _lag(lag: int | None, reliable: bool) -> str:
     return _num(lag) if reliable else "[yellow]?[/]"
 
 
+def _group(description: GroupDescription) -> str:
+    """The title's words about the group itself."""
+    from rich.markup import escape
+
+    if description.error is not None:
+        return f"protocol unknown (the broker did not describe the group: {escape(description.error)})"
+    if description.protocol is None:
+        return "no such group on the broker (no members, nothing committed)"
+    members = "member" if description.members == 1 else "members"
+    return f"protocol {description.protocol}, {description.state}, {description.members} {members}"
+
+
+def _protocol_note(result: GroupStatus) -> str | None:
+    d = result.description
+    if d.protocol is not None and d.members and d.protocol != result.configured_protocol:
+        return (
+            f"the group's members use the {d.protocol} protocol; this configuration's workers would use "
+            f"{result.configured_protocol} (kafka.group_protocol)"
+        )
+    return None
+
+
 def _table(result: GroupStatus) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -74,8 +99,11 @@ def _table(result: GroupStatus) -> None:
     )
     if not result.end_offsets_reliable:
         caption += f"\n[yellow]?[/]: {UNRELIABLE_END_OFFSET}"
+    note = _protocol_note(result)
+    if note is not None:
+        caption += f"\n[yellow]{note}[/]"
     table = Table(
-        title=f"consumer group {result.group!r} · Kafka {result.kafka} · "
+        title=f"consumer group {result.group!r} ({_group(result.description)}) · Kafka {result.kafka} · "
         f"MongoDB {result.mongo} (database {result.database!r})",
         caption=caption,
     )

@@ -9,11 +9,18 @@ The end offset is what the broker reports as the high watermark. When it is belo
 offset the broker is wrong (a committed offset is always at or below the true end; the Tansu test broker
 reports the start of a partition's last batch + 1): the partition is marked `end_offset_reliable: false` and
 no lag is computed, instead of a lag clamped to 0.
+
+The group itself is described by the broker (DescribeGroups / ConsumerGroupDescribe, a read-only request):
+which group protocol it uses (`classic`, or `consumer` for KIP-848 groups), its state and how many members
+it has. A group that has neither members nor committed offsets does not exist for the broker (state `dead`:
+no protocol). A broker that cannot describe it leaves these fields empty, with the reason; the offsets are
+still shown.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -90,6 +97,23 @@ class TopicStatus:
         return data
 
 
+@dataclass(frozen=True)
+class GroupDescription:
+    """What the broker says about the group."""
+
+    protocol: str | None  # "classic" | "consumer" (KIP-848); None: no such group, or not described
+    state: str | None  # "stable", "empty", "dead", ... (lower case); None: not described
+    members: int | None
+    error: str | None = None  # why the broker could not describe it
+
+    @classmethod
+    def failed(cls, error: str) -> GroupDescription:
+        return cls(None, None, None, error)
+
+
+UNDESCRIBED = GroupDescription(None, None, None)
+
+
 @dataclass
 class GroupStatus:
     group: str
@@ -97,6 +121,8 @@ class GroupStatus:
     mongo: str  # redacted URI
     database: str
     topics: list[TopicStatus]
+    description: GroupDescription = UNDESCRIBED
+    configured_protocol: str = "classic"  # kafka.group_protocol: what this configuration's workers use
 
     @property
     def end_offsets_reliable(self) -> bool:
@@ -108,6 +134,11 @@ class GroupStatus:
             "kafka": self.kafka,
             "mongo": self.mongo,
             "database": self.database,
+            "group_protocol": self.description.protocol,
+            "group_protocol_configured": self.configured_protocol,
+            "group_state": self.description.state,
+            "group_members": self.description.members,
+            "group_description_error": self.description.error,
             "end_offset_source": END_OFFSET_SOURCE,
             "end_offsets_reliable": self.end_offsets_reliable,
             "topics": [t.as_dict() for t in self.topics],
@@ -117,6 +148,7 @@ class GroupStatus:
 def collect(settings: Settings, timeout_s: float = 10.0) -> GroupStatus:
     """Raises PipelineError (one line, no secret) when a server cannot be reached or refuses us."""
     offsets = _kafka_offsets(settings, timeout_s)
+    description = describe_group(settings, timeout_s)
     counts = _stored_counts(settings, list(offsets), timeout_s)
     router = settings.collection_router()
     topics = []
@@ -137,6 +169,8 @@ def collect(settings: Settings, timeout_s: float = 10.0) -> GroupStatus:
         mongo=redact_uri(settings.mongo.uri.get_secret_value()),
         database=settings.mongo.database,
         topics=topics,
+        description=description,
+        configured_protocol=settings.kafka.group_protocol,
     )
 
 
@@ -212,6 +246,56 @@ def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[Parti
         return result
     finally:
         consumer.close()
+
+
+# The coordinator is loading or moving (right after a broker start, a failover): asked again.
+_COORDINATOR_BUSY = {
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+}
+
+
+def group_description(description: Any) -> GroupDescription:
+    """A GroupDescription from confluent-kafka's ConsumerGroupDescription."""
+    from confluent_kafka import ConsumerGroupState, ConsumerGroupType
+
+    state = description.state
+    state_name = state.name.lower() if isinstance(state, ConsumerGroupState) else None
+    if state == ConsumerGroupState.DEAD:  # neither members nor committed offsets: no group at all
+        return GroupDescription(None, state_name, 0)
+    kind = description.type
+    protocol = {ConsumerGroupType.CLASSIC: "classic", ConsumerGroupType.CONSUMER: "consumer"}.get(kind)
+    return GroupDescription(protocol, state_name, len(description.members))
+
+
+def describe_group(settings: Settings, timeout_s: float) -> GroupDescription:
+    """The broker's description of the group; a failure is reported in the result, not raised."""
+    from confluent_kafka.admin import AdminClient
+
+    from pipeline.clients.kafka import QUIET_LOGGER
+
+    kafka = settings.kafka
+    secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
+    conf: dict[str, Any] = {**kafka.common_librdkafka(), "logger": QUIET_LOGGER}
+    try:
+        admin = AdminClient(conf)
+    except KafkaException as exc:
+        return GroupDescription.failed(redact_text(describe(exc), secrets))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = max(0.5, deadline - time.monotonic())
+        try:
+            futures = admin.describe_consumer_groups([kafka.group_id], request_timeout=left)
+            return group_description(futures[kafka.group_id].result(left))
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            busy = error is not None and error.code() in _COORDINATOR_BUSY
+            if not busy or time.monotonic() + 0.2 >= deadline:
+                return GroupDescription.failed(redact_text(describe(exc), secrets))
+            time.sleep(0.2)
+        except Exception as exc:  # a broker without these APIs, a timeout
+            return GroupDescription.failed(redact_text(describe(exc), secrets))
 
 
 def _stored_counts(settings: Settings, topics: list[str], timeout_s: float) -> dict[str, int]:
