@@ -6,7 +6,7 @@
 
 (() => {
   const BARS_SHOWN = 120;
-  const TICKS_SHOWN = 25;
+  const TICKS_SHOWN = 20;
   const INTERVAL_MS = { "1m": 60e3, "5m": 300e3, "15m": 900e3, "1h": 3600e3, "1d": 86400e3 };
   const $ = (id) => document.getElementById(id);
   const state = {
@@ -79,7 +79,7 @@
     ];
     const layout = {
       margin: { l: 60, r: 20, t: 10, b: 40 }, showlegend: false, dragmode: "pan",
-      xaxis: { type: "date", rangeslider: { visible: false }, title: { text: "bar start (UTC)" } },
+      xaxis: { type: "date", rangeslider: { visible: false } },
       yaxis: { domain: [0.3, 1], title: { text: "price" }, automargin: true },
       yaxis2: { domain: [0, 0.22], title: { text: "volume" }, automargin: true },
       paper_bgcolor: "#fff", plot_bgcolor: "#fff", uirevision: state.symbol + state.interval,
@@ -88,7 +88,7 @@
     state.renders += 1;
     $("chart").dataset.bars = String(bars.length);
     $("chart-title").textContent = bars.length
-      ? `${state.symbol} · ${state.interval} bars · ${bars.length} bars · last ${fmtTime(bars[bars.length - 1].start)}`
+      ? `${state.symbol} · ${state.interval} bars · ${bars.length} bars · last bar ${fmtTime(bars[bars.length - 1].start).slice(0, 16)} UTC`
       : `${state.symbol} · no ticks stored`;
   }
 
