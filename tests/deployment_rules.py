@@ -506,6 +506,74 @@ def kraft_problems(service: Service, bootstrap: str) -> list[str]:
     return problems
 
 
+def kafka_image_problems(image: str, tested_version: str) -> list[str]:
+    """The broker image: Apache Kafka's, the 4.x line (KRaft only, KIP-848 groups), and the very release the
+    test-suite runs (everything else about Kafka is proved on that one)."""
+    repository, _, tag = image.partition(":")
+    problems = []
+    if repository != "apache/kafka":
+        problems.append(f"{image!r} is not Apache Kafka's image (apache/kafka)")
+    release = re.fullmatch(r"(\d+)\.(\d+)\.(\d+)", tag)
+    if release is None:
+        return [*problems, f"{image!r}: the tag is not a Kafka release x.y.z"]
+    if int(release[1]) < 4:
+        problems.append(f"{image!r} is Kafka {tag}: the stack runs the Kafka 4 line")
+    if tag != tested_version:
+        problems.append(f"{image!r} is Kafka {tag}, but the test-suite runs Kafka {tested_version}")
+    return problems
+
+
+# Internal topics and what fails without them; Kafka's defaults (replication 3, min ISR 2) need three nodes.
+INTERNAL_TOPIC_SETTINGS = {
+    "KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR": (3, "consumer groups cannot commit offsets"),
+    "KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR": (3, "transactional producers cannot start"),
+    "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": (2, "transactions cannot complete"),
+    "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR": (3, "share groups cannot start"),
+    "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_MIN_ISR": (2, "share groups cannot record their state"),
+}
+
+
+def internal_topic_problems(service: Service) -> list[str]:
+    """Every internal topic fits the cluster: replication factor and min ISR at most its number of nodes."""
+    env = {k: v or "" for k, v in service_env(service).items()}
+    voters = [v for v in env.get("KAFKA_CONTROLLER_QUORUM_VOTERS", "").split(",") if v.strip()]
+    nodes = max(1, len(voters))
+    problems = []
+    for key, (default, failure) in INTERNAL_TOPIC_SETTINGS.items():
+        value = env.get(key, "")
+        effective = int(value) if value.strip().isdigit() else default
+        if effective > nodes:
+            source = f"{key}={value}" if value else f"{key} unset (Kafka's default {default})"
+            problems.append(f"{source} on a {nodes}-node cluster: {failure}")
+    return problems
+
+
+def _off(value: str | None, default: bool) -> bool:
+    if value is None or not value.strip():
+        return not default
+    return value.strip().lower() in ("false", "0", "no", "off")
+
+
+def dead_letter_topic_problems(kafka: Service, worker: Service, topic_init: Service) -> list[str]:
+    """Without topic auto-creation the dead-letter topics must come from somewhere: the worker creates missing
+    ones at start (errors.dead_letter.create_topics, on by default), or topic-init creates them."""
+    kafka_env, worker_env = service_env(kafka), service_env(worker)
+    if not _off(kafka_env.get("KAFKA_AUTO_CREATE_TOPICS_ENABLE"), default=True):
+        return []
+    if not _off(worker_env.get("PIPELINE_ERRORS__DEAD_LETTER__CREATE_TOPICS"), default=True):
+        return []
+    template = worker_env.get("PIPELINE_ERRORS__DEAD_LETTER__TOPIC") or "{topic}.dlq"
+    suffix = template.replace("{topic}", "")
+    script = " ".join(topic_init.get("command") or []) + " " + " ".join(topic_init.get("entrypoint") or [])
+    if suffix and suffix in script:
+        return []
+    return [
+        "auto-creation is off and the worker may not create dead-letter topics "
+        f"(PIPELINE_ERRORS__DEAD_LETTER__CREATE_TOPICS), but topic-init does not create the {template!r} "
+        "topics"
+    ]
+
+
 def replica_set_name(command: Any) -> str | None:
     text = " ".join(command) if isinstance(command, list) else str(command or "")
     match = re.search(r"--replSet[= ]+([A-Za-z0-9_-]+)", text)

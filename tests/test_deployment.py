@@ -226,6 +226,23 @@ def test_topics_are_created_once_kafka_is_healthy(services: dict[str, Any]) -> N
     assert services["topic-init"].get("restart") in (None, "no")
 
 
+def test_kafka_is_the_4x_release_the_tests_run(services: dict[str, Any]) -> None:
+    from pipeline.dev.apache_kafka import KAFKA_VERSION
+
+    assert rules.kafka_image_problems(services["kafka"]["image"], KAFKA_VERSION) == []
+
+
+def test_kafkas_internal_topics_fit_its_single_node(services: dict[str, Any]) -> None:
+    assert rules.internal_topic_problems(services["kafka"]) == []
+
+
+def test_dead_letter_topics_exist_although_topic_auto_creation_is_off(services: dict[str, Any]) -> None:
+    assert rules.service_env(services["kafka"])["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
+    assert (
+        rules.dead_letter_topic_problems(services["kafka"], services["worker"], services["topic-init"]) == []
+    )
+
+
 def test_mongodb_is_a_replica_set_that_the_worker_writes_to_with_majority(services: dict[str, Any]) -> None:
     uri = rules.service_env(services["worker"])["PIPELINE_MONGO__URI"] or ""
     assert rules.replica_set_problems(services["mongo"], "mongo:27017", uri) == []
@@ -466,6 +483,62 @@ def test_kraft_rule(change: dict[str, str], expected: str) -> None:
     assert rules.kraft_problems(KRAFT, "kafka:9092") == []
     bad = {"environment": {**KRAFT["environment"], **change}}
     assert any(expected in p for p in rules.kraft_problems(bad, "kafka:9092"))
+
+
+@pytest.mark.parametrize(
+    "image, expected",
+    [
+        ("apache/kafka:4.4.0", []),
+        ("apache/kafka:3.9.1", ["the stack runs the Kafka 4 line", "the test-suite runs Kafka 4.4.0"]),
+        ("apache/kafka:4.3.1", ["the test-suite runs Kafka 4.4.0"]),
+        ("confluentinc/cp-kafka:8.0.0", ["not Apache Kafka's image", "the test-suite runs Kafka 4.4.0"]),
+        ("apache/kafka:latest", ["not a Kafka release"]),
+    ],
+)
+def test_kafka_image_rule(image: str, expected: list[str]) -> None:
+    problems = rules.kafka_image_problems(image, "4.4.0")
+    assert len(problems) == len(expected), problems
+    assert all(word in problem for word, problem in zip(expected, problems, strict=True)), problems
+
+
+def test_internal_topic_rule() -> None:
+    single = {"environment": {**KRAFT["environment"], **dict.fromkeys(rules.INTERNAL_TOPIC_SETTINGS, 1)}}
+    assert rules.internal_topic_problems(single) == []
+    unset = {"environment": {**single["environment"]}}
+    del unset["environment"]["KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR"]
+    assert rules.internal_topic_problems(unset) == [
+        "KAFKA_SHARE_COORDINATOR_STATE_TOPIC_REPLICATION_FACTOR unset (Kafka's default 3) on a 1-node "
+        "cluster: share groups cannot start"
+    ]
+    too_many = {"environment": {**single["environment"], "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR": 2}}
+    assert rules.internal_topic_problems(too_many) == [
+        "KAFKA_TRANSACTION_STATE_LOG_MIN_ISR=2 on a 1-node cluster: transactions cannot complete"
+    ]
+    three = {
+        "environment": {
+            **KRAFT["environment"],
+            "KAFKA_CONTROLLER_QUORUM_VOTERS": "1@k1:9093,2@k2:9093,3@k3:9093",
+        }
+    }
+    assert rules.internal_topic_problems(three) == []  # Kafka's defaults fit three nodes
+
+
+def test_dead_letter_topic_rule() -> None:
+    kafka = {"environment": {"KAFKA_AUTO_CREATE_TOPICS_ENABLE": "false"}}
+    no_dlq = {"command": ["bash", "-c", "kafka-topics.sh --create --if-not-exists --topic petr4"]}
+    with_dlq = {
+        "command": ["bash", "-c", 'for t in petr4; do kafka-topics.sh --create --topic "$t.dlq"; done']
+    }
+    refused = {"environment": {"PIPELINE_ERRORS__DEAD_LETTER__CREATE_TOPICS": "false"}}
+    assert rules.dead_letter_topic_problems(kafka, {}, no_dlq) == []  # the worker creates them
+    assert rules.dead_letter_topic_problems(kafka, refused, with_dlq) == []
+    assert rules.dead_letter_topic_problems({}, refused, no_dlq) == []  # the broker auto-creates them
+    (problem,) = rules.dead_letter_topic_problems(kafka, refused, no_dlq)
+    assert "topic-init does not create the '{topic}.dlq' topics" in problem
+    renamed = {
+        "environment": {**refused["environment"], "PIPELINE_ERRORS__DEAD_LETTER__TOPIC": "{topic}-dead"}
+    }
+    assert rules.dead_letter_topic_problems(kafka, renamed, with_dlq) != []
 
 
 MONGO = {
