@@ -615,3 +615,54 @@ def topic_init_problems(service: Service, topics: list[str], partitions: int) ->
         if not re.search(rf"(?<![\w.-]){re.escape(topic)}(?![\w-])", script):
             problems.append(f"does not create topic {topic!r}")
     return problems
+
+
+# ---- the read API and chart page (`pipeline serve`) -------------------------------------------------------
+
+
+def _published_targets(service: Service) -> set[str]:
+    """Container ports a service publishes (short 'ip:host:container' or long form)."""
+    targets = set()
+    for port in service.get("ports") or []:
+        if isinstance(port, dict):
+            targets.add(str(port.get("target")))
+        else:
+            targets.add(str(port).split(":")[-1].split("/")[0])
+    return targets
+
+
+def web_problems(service: Service) -> list[str]:
+    """`pipeline serve` in a container: reachable from outside it (binds 0.0.0.0), the published port is the
+    one it listens on, its own health check probes /healthz on that port, it waits for MongoDB, and a token
+    comes from the environment (never written into the file)."""
+    problems = []
+    if service.get("command") != ["serve"]:
+        problems.append(f"command must be ['serve'], got {service.get('command')!r}")
+    env = service_env(service)
+    if env.get("PIPELINE_HTTP__HOST") != "0.0.0.0":
+        problems.append(
+            "PIPELINE_HTTP__HOST must be 0.0.0.0 (127.0.0.1 is unreachable from outside the container)"
+        )
+    port = env.get("PIPELINE_HTTP__PORT") or "8080"
+    if port not in _published_targets(service) and port not in {str(p) for p in service.get("expose") or []}:
+        problems.append(f"the HTTP port {port} is neither published nor exposed")
+    test = (service.get("healthcheck") or {}).get("test") or []
+    check = " ".join(test) if isinstance(test, list) else str(test)
+    if "/healthz" not in check:
+        problems.append("the healthcheck does not probe /healthz")
+    elif port not in check and "PIPELINE_HTTP__PORT" not in check:
+        problems.append(f"the healthcheck does not probe the HTTP port {port}")
+    depends = service.get("depends_on") or {}
+    mongo = depends.get("mongo") if isinstance(depends, dict) else None
+    if not isinstance(mongo, dict) or mongo.get("condition") != "service_healthy":
+        problems.append("does not wait for MongoDB to be healthy")
+    token = env.get("PIPELINE_HTTP__TOKEN")
+    if token is not None and token and not token.startswith("${"):
+        problems.append("PIPELINE_HTTP__TOKEN is written into the file (use ${VARIABLE} or http.token_file)")
+    return problems
+
+
+def installs_extra(stages: list[Stage], extra: str) -> bool:
+    """The image installs tickpipe with this extra (`.../tickpipe-*.whl[http]`, `.[http]`)."""
+    pattern = re.compile(rf"(tickpipe|\.|whl)[^\s]*\[[^\]]*\b{re.escape(extra)}\b[^\]]*\]")
+    return any(pattern.search(run.args) for stage in stages for run in stage.all("RUN"))
