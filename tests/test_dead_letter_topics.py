@@ -443,3 +443,58 @@ def test_a_pattern_that_matches_the_dead_letter_topics_does_not_consume_them(
     with sc.mongo() as client:
         letters = [d["_id"] for d in client[sc.database]["dead_letters"].find({}, {"_id": 1})]
     assert letters == [{"topic": source, "partition": 0, "offset": 1}], letters
+
+
+# ---- a dead-letter topic that disappears at run time ---------------------------------------------------
+
+KAFKA_DLQ_RETRY = "Kafka dead-letter topic unavailable while producing dead letters"
+
+
+def test_a_dead_letter_topic_lost_at_run_time_is_reported_as_kafka_and_nothing_is_committed_past_it(
+    make_scenario: Callable[..., Scenario], strict_kafka: str, tmp_path: Path
+) -> None:
+    """The start-up check passed, then the dead-letter topic is deleted; a bad message arrives. The failed
+    write is reported as the Kafka dead-letter topic's (not MongoDB's), retried, nothing is committed past the
+    bad message; once the topic is back the worker dead-letters it and goes on."""
+    sc = _scenario(make_scenario, strict_kafka, partitions=1)
+    topic = sc.topics[0]
+    dlq = f"{topic}.dlq"
+    tp = (topic, 0)
+    good = _produce(sc, 0, [tick(i) for i in range(10)])
+    worker = ProcessWorker(sc.env(PIPELINE_RETRY__MAX_BACKOFF_MS="1000"), tmp_path / "worker.log").start()
+    try:
+        wait_for(lambda: sc.committed([tp]) == {tp: 10}, timeout=120, what="the first 10 committed")
+        admin = AdminClient({"bootstrap.servers": strict_kafka})
+        for future in admin.delete_topics([dlq], operation_timeout=30).values():
+            future.result(30)
+        wait_for(lambda: dlq not in topic_names(strict_kafka), timeout=30, what="the dead-letter topic gone")
+        bad = _produce(sc, 0, [BAD])[0]
+        good += _produce(sc, 0, [tick(i) for i in range(10, 15)])
+        # librdkafka gives up on a topic it cannot find after its metadata propagation time (30 s).
+        wait_for(
+            lambda: KAFKA_DLQ_RETRY in worker.log_text() or not worker.alive(),
+            timeout=120,
+            interval=0.5,
+            what="the failed dead-letter write reported",
+        )
+        assert worker.alive(), worker.log_text()[-3000:]
+        time.sleep(2)
+        assert sc.committed([tp]) == {tp: bad}, "committed past a message that is not durably handled"
+        assert "MongoDB unavailable" not in worker.log_text(), worker.log_text()[-3000:]
+
+        sc.create_topics([dlq], partitions=1)  # back: the retried write goes through
+        wait_for(
+            lambda: sc.committed(list(sc.ends)) == sc.ends or not worker.alive(),
+            timeout=120,
+            interval=0.3,
+            what="everything committed once the topic is back",
+        )
+        assert worker.alive(), worker.log_text()[-3000:]
+        worker.terminate(signal.SIGTERM)
+        assert worker.wait(30) == 0
+    finally:
+        worker.stop()
+    assert "Traceback" not in worker.log_text()
+    assert _stored_offsets(sc) == {(0, o) for o in good}
+    assert _dead_letter_offsets(sc) == {(0, bad)}
+    assert _dlq_offsets(sc, dlq) == [(0, bad)]
