@@ -15,6 +15,7 @@ never stop the pipeline.
 from __future__ import annotations
 
 import json
+import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -163,8 +164,12 @@ def parse_timestamp(value: Any, label: str = "ts") -> datetime:
     )
 
 
-_EPOCH_UNITS = {"epoch_s": "seconds", "epoch_ms": "milliseconds", "epoch_us": "microseconds"}
-_EPOCH_UNIT_NAMES = {**_EPOCH_UNITS, "epoch_ns": "nanoseconds"}
+_EPOCH_UNIT_NAMES = {
+    "epoch_s": "seconds",
+    "epoch_ms": "milliseconds",
+    "epoch_us": "microseconds",
+    "epoch_ns": "nanoseconds",
+}
 
 
 def timestamp_parser(ts_format: TsFormat, label: str = "ts") -> Callable[[Any], datetime]:
@@ -176,19 +181,23 @@ def timestamp_parser(ts_format: TsFormat, label: str = "ts") -> Callable[[Any], 
     if ts_format not in TS_FORMATS:
         raise ValueError(f"unknown ts_format {ts_format!r}: use one of {', '.join(TS_FORMATS)}")
     unit = _EPOCH_UNIT_NAMES[ts_format]
+    # timedelta(days, seconds, microseconds, milliseconds): positional arguments are the cheapest call.
+    to_delta: Callable[[Any], timedelta] = {
+        "epoch_s": lambda v: timedelta(0, v),
+        "epoch_ms": lambda v: timedelta(0, 0, 0, v),
+        "epoch_us": lambda v: timedelta(0, 0, v),
+        # Integer nanoseconds stay exact down to the microsecond (a BSON date keeps milliseconds).
+        "epoch_ns": lambda v: timedelta(0, 0, v // 1000 if isinstance(v, int) else v / 1000),
+    }[ts_format]
 
     def parse(value: Any) -> datetime:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if value.__class__ is bool or not isinstance(value, int | float):
             raise DataError(
                 "invalid_timestamp",
                 f"{label} must be a number of epoch {unit} ({ts_format}), got {_kind(value)}",
             )
         try:
-            if ts_format == "epoch_ns":
-                # Integer nanoseconds stay exact down to the microsecond (a BSON date keeps milliseconds).
-                micros = value // 1000 if isinstance(value, int) else value / 1000
-                return EPOCH + timedelta(microseconds=micros)
-            return EPOCH + timedelta(**{_EPOCH_UNITS[ts_format]: value})
+            return EPOCH + to_delta(value)
         except (OverflowError, ValueError):
             raise DataError("invalid_timestamp", f"{label} {value!r} epoch {unit} is out of range") from None
 
@@ -250,11 +259,23 @@ def _kind(value: Any) -> str:
 def _path_getter(path: str) -> Callable[[dict[str, Any]], Any]:
     """obj -> the value at a dotted path; KeyError(path) when some part is missing or not an object."""
     parts = path.split(".")
+    if len(parts) == 1:
+        return operator.itemgetter(path)
+    if len(parts) == 2:
+        outer, inner = parts
+
+        def get_two(obj: dict[str, Any]) -> Any:
+            holder = obj.get(outer)
+            if holder.__class__ is not dict or inner not in holder:
+                raise KeyError(path)
+            return holder[inner]
+
+        return get_two
 
     def get(obj: dict[str, Any]) -> Any:
         value: Any = obj
         for part in parts:
-            if not isinstance(value, dict) or part not in value:
+            if value.__class__ is not dict or part not in value:
                 raise KeyError(path)
             value = value[part]
         return value
@@ -262,48 +283,94 @@ def _path_getter(path: str) -> Callable[[dict[str, Any]], Any]:
     return get
 
 
-_NUMBER_AFTER_KEY = re.compile(rb"\s*:\s*(-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)")
+class ExactPrice(Decimal):
+    """A price exactly as the JSON text wrote it (`price_type: decimal128`): a Decimal (`38.10` keeps its
+    digits and exponent) that carries its BSON Decimal128, built once from the same digits (bson's own
+    Decimal -> Decimal128 conversion costs several microseconds)."""
+
+    __slots__ = ("bson",)
+    bson: Decimal128
 
 
-def _exact_price_reader(path: str, label: str) -> Callable[[bytes, float], Decimal]:
+_TEN_TO_34 = 10**DECIMAL128_DIGITS
+_LOW_64 = (1 << 64) - 1
+_EXPONENT_BIAS = 6176
+
+
+def exact_price(
+    negative: bool, coefficient: int, exponent: int, text: str, label: str = "price"
+) -> ExactPrice:
+    """The ExactPrice sign * coefficient * 10**exponent (`text` is its decimal string), or a DataError when
+    a Decimal128 cannot hold it exactly (more than 34 significant digits, or an exponent below -6176; prices
+    are bounded above by max_price, far below Decimal128's largest exponent)."""
+    if coefficient >= _TEN_TO_34 or exponent < DECIMAL128_MIN_EXPONENT:
+        raise DataError(
+            "invalid_field",
+            f"{label} {text[:60]} cannot be stored exactly as a Decimal128 "
+            f"(at most {DECIMAL128_DIGITS} significant digits)",
+        )
+    price = ExactPrice(text)
+    # BID encoding of a coefficient below 2**113: sign, 14-bit biased exponent, 113-bit coefficient.
+    high = (coefficient >> 64) | ((exponent + _EXPONENT_BIAS) << 49) | (int(negative) << 63)
+    price.bson = Decimal128((high, coefficient & _LOW_64))  # type: ignore[arg-type]  # (high, low) bits
+    return price
+
+
+def exact_price_of(value: Decimal | int, label: str = "price") -> ExactPrice:
+    """An exact number (a Decimal or an int) as an ExactPrice."""
+    number = Decimal(value)
+    negative, digits, exponent = number.as_tuple()
+    if not isinstance(exponent, int):  # NaN, Infinity: never from JSON, refused anyway
+        raise DataError("invalid_field", f"{label} {number} is not a finite number")
+    coefficient = int("".join(map(str, digits))) if digits else 0
+    return exact_price(bool(negative), coefficient, exponent, str(number), label)
+
+
+# A JSON number after a key: sign, integer part, fraction, exponent.
+_NUMBER_AFTER_KEY = re.compile(rb"\s*:\s*((-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?(?:[eE]([+-]?[0-9]+))?)")
+# Prices repeat (a random walk in cents): the ExactPrice of each literal is built once.
+_EXACT_CACHE_SIZE = 65_536
+
+
+def _exact_price_reader(path: str, label: str) -> Callable[[bytes, float], ExactPrice]:
     """The price exactly as the JSON text writes it (the JSON parser read it as the double `parsed`).
 
     Fast path: when the value has no backslash (so no key can be spelt with escapes) and the name of the key
     holding the price occurs once in the text, the number after it is the price's literal (checked: it reads
     back as `parsed`). Otherwise the text is parsed again with exact decimals (`json.loads(parse_float=
-    Decimal)`, about 3x the cost of a decode) and the price taken from there."""
+    Decimal)`, a few times the cost of a decode) and the price taken from there."""
     key = path.rsplit(".", 1)[-1]
     token = b'"' + key.encode() + b'"'
     get = _path_getter(path)
+    cache: dict[bytes, tuple[ExactPrice, float]] = {}
 
-    def read(value: bytes, parsed: float) -> Decimal:
+    def read(value: bytes, parsed: float) -> ExactPrice:
         if b"\\" not in value and value.count(token) == 1:
             match = _NUMBER_AFTER_KEY.match(value, value.index(token) + len(token))
             if match is not None:
-                literal = Decimal(match.group(1).decode())
-                if float(literal) == parsed:
-                    return literal
+                literal = match.group(1)
+                known = cache.get(literal)
+                if known is None:
+                    sign, whole, fraction, power = match.group(2, 3, 4, 5)
+                    fraction = fraction or b""
+                    exponent = (int(power) if power else 0) - len(fraction)
+                    price = exact_price(
+                        sign == b"-", int(whole + fraction), exponent, literal.decode(), label
+                    )
+                    if len(cache) >= _EXACT_CACHE_SIZE:
+                        cache.clear()
+                    known = cache[literal] = (price, float(price))
+                if known[1] == parsed:  # (else not the key we thought: read it the slow way)
+                    return known[0]
         try:
             exact = get(json.loads(value, parse_float=Decimal))
         except (ValueError, RecursionError, KeyError):
             exact = None
         if isinstance(exact, bool) or not isinstance(exact, Decimal | int):
             raise DataError("undecodable", f"{label} could not be read exactly from the JSON text")
-        return Decimal(exact)
+        return exact_price_of(exact, label)
 
     return read
-
-
-def _exact_decimal(price: Decimal, label: str) -> Decimal:
-    """`price` when a Decimal128 holds it exactly (at most 34 significant digits), else a DataError."""
-    _sign, digits, exponent = price.as_tuple()
-    if len(digits) > DECIMAL128_DIGITS or not isinstance(exponent, int) or exponent < DECIMAL128_MIN_EXPONENT:
-        raise DataError(
-            "invalid_field",
-            f"{label} {str(price)[:60]} cannot be stored exactly as a Decimal128 "
-            f"(at most {DECIMAL128_DIGITS} significant digits)",
-        )
-    return price
 
 
 def make_tick_decoder(schema: TickSchema) -> Decoder:
@@ -323,12 +390,13 @@ def make_tick_decoder(schema: TickSchema) -> Decoder:
     l_symbol, l_price, l_volume, l_ts = (label(t) for t in TICK_FIELDS)
     parse_ts = timestamp_parser(schema.ts_format, l_ts)
     decimal = schema.price_type == "decimal128"
-    exact_price = _exact_price_reader(k_price, l_price) if decimal else None
+    read_exact = _exact_price_reader(k_price, l_price) if decimal else None
+    exact_min, exact_max = Decimal(min_price), Decimal(max_price)  # the bounds' exact values
     nested = any("." in source for source in source_of.values())
     # Top-level source fields: not stored again as extra fields (a nested path's enclosing object is).
     consumed = frozenset(source for source in source_of.values() if "." not in source)
     n_consumed = len(consumed)
-    getters = [_path_getter(source_of[t]) for t in TICK_FIELDS] if nested else []
+    g_symbol, g_price, g_volume, g_ts = (_path_getter(source_of[t]) for t in TICK_FIELDS)
 
     def missing(exc: KeyError) -> DataError:
         source = exc.args[0]
@@ -341,7 +409,10 @@ def make_tick_decoder(schema: TickSchema) -> Decoder:
         assert value is not None
         try:
             if nested:
-                symbol, price, volume, ts = (get(obj) for get in getters)
+                symbol = g_symbol(obj)
+                price = g_price(obj)
+                volume = g_volume(obj)
+                ts = g_ts(obj)
             else:
                 symbol = obj[k_symbol]
                 price = obj[k_price]
@@ -355,10 +426,14 @@ def make_tick_decoder(schema: TickSchema) -> Decoder:
             )
         if isinstance(price, bool) or not isinstance(price, int | float):
             raise DataError("invalid_field", f"{l_price} must be a number, got {_kind(price)}")
-        if exact_price is not None:
-            price = exact_price(value, price) if isinstance(price, float) else Decimal(price)
-        if not min_price < price <= max_price:
-            raise DataError("out_of_bounds", f"{l_price} {price} is outside ({min_price}, {max_price}]")
+        if read_exact is None:
+            if not min_price < price <= max_price:
+                raise DataError("out_of_bounds", f"{l_price} {price} is outside ({min_price}, {max_price}]")
+        else:
+            price = read_exact(value, price) if isinstance(price, float) else exact_price_of(price, l_price)
+            # Decimal against Decimal: exact, and far cheaper than Decimal against float.
+            if not exact_min < price <= exact_max:
+                raise DataError("out_of_bounds", f"{l_price} {price} is outside ({min_price}, {max_price}]")
         if isinstance(volume, float) and volume.is_integer() and INT64_MIN <= volume <= INT64_MAX:
             volume = int(volume)
         if isinstance(volume, bool) or not isinstance(volume, int):
@@ -367,7 +442,7 @@ def make_tick_decoder(schema: TickSchema) -> Decoder:
             raise DataError("out_of_bounds", f"{l_volume} {volume} is outside [0, {max_volume}]")
         fields: dict[str, Any] = {
             "symbol": symbol.upper(),
-            "price": _exact_decimal(price, l_price) if decimal else float(price),
+            "price": price if decimal else float(price),
             "volume": volume,
             "ts": parse_ts(ts),
         }
@@ -440,7 +515,9 @@ def make_document(
     document: dict[str, Any] = {"_id": {"topic": topic, "partition": partition, "offset": offset}}
     document.update(fields)
     price = document.get("price")
-    if price.__class__ is Decimal:
+    if price.__class__ is ExactPrice:
+        document["price"] = price.bson
+    elif price.__class__ is Decimal:
         document["price"] = Decimal128(price)
     ts = document.get("ts")
     if ts.__class__ is datetime and ts.tzinfo is not None:  # the tick decoder's aware UTC datetime

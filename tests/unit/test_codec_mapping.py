@@ -11,6 +11,8 @@ import bson
 import orjson
 import pytest
 from bson.decimal128 import Decimal128
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from pipeline.core.codec import (
     EPOCH,
@@ -18,6 +20,7 @@ from pipeline.core.codec import (
     DataError,
     TickSchema,
     check_field_mapping,
+    exact_price_of,
     make_document,
     make_tick_decoder,
     timestamp_parser,
@@ -293,3 +296,16 @@ def test_double_prices_stay_doubles() -> None:
     fields = make_tick_decoder(TickSchema())(tick_text("38.10"))
     assert type(fields["price"]) is float and fields["price"] == 38.1
     assert type(make_document(fields, "t", 0, 0, None, None, EPOCH)["price"]) is float
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.decimals(allow_nan=False, allow_infinity=False, places=None).filter(
+        lambda d: len(d.as_tuple().digits) <= 34 and -6000 < d.as_tuple().exponent < 300  # type: ignore[operator]
+    )
+)
+def test_exact_prices_encode_exactly_as_bson_does(number: Decimal) -> None:
+    price = exact_price_of(number)
+    assert price.bson.bid == Decimal128(number).bid
+    assert price.as_tuple() == number.as_tuple()
+    assert bson.decode(bson.encode({"p": price.bson}))["p"].to_decimal().as_tuple() == number.as_tuple()
