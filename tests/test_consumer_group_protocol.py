@@ -10,6 +10,9 @@ request the workers send it is held 20 ms by a proxy, so writes are in flight at
 producer keeps producing throughout: every tick is stored exactly once, nothing is dead-lettered, no
 committed offset is ever ahead of the stored data (a commit monitor, throughout), the group ends with lag 0,
 and the broker describes it as a `consumer` group.
+
+Switching protocols with the workers stopped (classic -> consumer -> classic) resumes from the group's
+committed offsets: nothing is read twice.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from tests.harness import (
     Scenario,
     assert_exactly_once,
     dead_letter_count,
+    thread_worker,
     wait_for,
     wait_members,
 )
@@ -169,3 +173,26 @@ def incremental_revocations(log: str) -> int:
             held -= parts
             count += bool(held)
     return count
+
+
+def test_switching_the_group_protocol_with_the_workers_stopped_keeps_the_committed_offsets(
+    make_scenario: Callable[..., Scenario],
+) -> None:
+    """Committed offsets belong to the group id, not to the protocol: stop every worker, change
+    kafka.group_protocol, start them again, and they resume where the group stood (no message read twice);
+    the broker converts the empty group. Both ways."""
+    sc = make_scenario(("petr4",), partitions=3)
+    for step, (protocol, count) in enumerate([("classic", 900), ("consumer", 600), ("classic", 300)]):
+        sc.produce(count, seed=step)
+        with thread_worker(sc.settings(kafka={"group_protocol": protocol})) as runner:
+            wait_for(
+                lambda: sc.committed(list(sc.ends)) == sc.ends,
+                timeout=120,
+                interval=0.3,
+                what="all committed",
+            )
+            assert group_type(sc.servers.bootstrap, sc.group).name.lower() == protocol
+            assert runner.stop() == 0
+        totals = runner.worker.totals
+        assert (totals.consumed, totals.stored, totals.duplicates) == (count, count, 0), (protocol, totals)
+    assert_exactly_once(sc)
