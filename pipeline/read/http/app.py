@@ -625,8 +625,8 @@ DESCRIPTION = """\
 Read-only access to the ticks tickpipe stored in MongoDB, on the same query functions as the `pipeline
 query` command line, with the same validation.
 
-* Times are ISO-8601 in UTC; ranges are half-open (`from <= ts < to`); `from`/`to` also take `now` and
-  times relative to now (`-15m`, `-1h`, `-2d`).
+* Times are ISO-8601 in UTC; ranges are half-open (`from <= ts < to`, so `from` must be before `to`);
+  `from`/`to` also take `now` and times relative to now (`-15m`, `-1h`, `-2d`).
 * Ticks are in one order everywhere: `ts`, then Kafka partition, offset and topic.
 * Errors are `{"error": code, "message": sentence}`: 400 bad input, 401 token missing or wrong (only when
   the service has one), 404 unknown symbol, 422 a parameter of the wrong type, 503 MongoDB (or Kafka, for
