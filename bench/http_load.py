@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from pymongo import MongoClient
+
 from pipeline.clients.sink import MongoSink
 from pipeline.core.codec import make_document
 from pipeline.core.storage import CollectionPlan
@@ -220,6 +222,23 @@ def run_load(
     return len(flat), flat, max(finished) - measure_from, sum(errors), bar_counts
 
 
+def direct_ohlc(uri: str, database: str, workload: Workload, ticks: int, calls: int) -> list[float]:
+    """The same query through the query library in this process, no HTTP: what MongoDB itself costs."""
+    from pipeline.read.query import CollectionResolver, ohlc, parse_time
+
+    params = query_for(workload, ticks)
+    start = parse_time(params["from"]) if "from" in params else None
+    latencies = []
+    with MongoClient(uri) as client:
+        db = client[database]
+        resolver = CollectionResolver(db, topics=[s.lower() for s in SYMBOLS])
+        for _ in range(calls):
+            started = time.perf_counter()
+            ohlc(db, "PETR4", workload.interval, start=start, collections=resolver)
+            latencies.append((time.perf_counter() - started) * 1000)
+    return latencies
+
+
 def loadavg() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
@@ -263,6 +282,13 @@ def markdown(results: list[Result], header: dict[str, Any]) -> str:
             f"| {r.workload} | {row['bars_per_response']} | {r.concurrency} | {row['requests_per_s']:,} | "
             f"{row['p50_ms']} | {row['p90_ms']} | {row['p99_ms']} | {r.errors} |"
         )
+    baseline = header.get("direct_ms") or {}
+    if baseline:
+        lines += [
+            "",
+            "The same queries through the query library in one process, no HTTP (what MongoDB costs), "
+            "p50 ms: " + ", ".join(f"{name} {value}" for name, value in baseline.items()) + ".",
+        ]
     lines += ["", f"Before: `{header['uptime_before']}`", f"After: `{header['uptime_after']}`"]
     return "\n".join(lines) + "\n"
 
@@ -328,7 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         log(f"pipeline serve on port {port}; {header['uptime_before']}")
         results: list[Result] = []
+        header["direct_ms"] = {}
         for workload in workloads:
+            direct = direct_ohlc(uri, database, workload, args.ticks, max(3, min(10, args.min_requests)))
+            header["direct_ms"][workload.name] = round(statistics.median(direct), 1)
+            log(f"{workload.name}: query library directly, p50 {header['direct_ms'][workload.name]} ms")
             path = "/api/ohlc/PETR4?" + urlencode(query_for(workload, args.ticks))
             for level in levels:
                 count, latencies, seconds, errors, bars = run_load(

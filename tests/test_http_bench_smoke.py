@@ -64,6 +64,7 @@ def test_the_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["ticks"] == 4000 and report["uptime_before"] and report["uptime_after"]
+    assert set(report["direct_ms"]) == {"recent", "page"}
     rows = report["results"]
     assert [(r["workload"], r["concurrency"]) for r in rows] == [
         ("recent", 1),
