@@ -17,6 +17,7 @@ topic:
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -409,13 +410,9 @@ def test_a_topic_matched_later_without_a_dead_letter_topic_stops_the_worker_befo
         assert client[sc.database][new].count_documents({}) == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="worker defect (reported on issue 18): a pattern subscription consumes the worker's own "
-    "dead-letter topics and, now that they are created, makes .dlq.dlq.dlq... topics without end",
-)
+@pytest.mark.parametrize("protocol", ["classic", "cooperative", "consumer"])
 def test_a_pattern_that_matches_the_dead_letter_topics_does_not_consume_them(
-    make_scenario: Callable[..., Scenario], strict_kafka: str, tmp_path: Path
+    protocol: str, make_scenario: Callable[..., Scenario], strict_kafka: str, tmp_path: Path
 ) -> None:
     """`^ticks\\..*` (the README's example) with the default `{topic}.dlq` matches the dead-letter topics
     too. They hold what could not be stored: consuming them as ticks would dead-letter each dead letter
@@ -428,7 +425,17 @@ def test_a_pattern_that_matches_the_dead_letter_topics_does_not_consume_them(
     values = [tick(0), BAD, tick(1)]
     sc.produce_values(source, values)
     sc.ends = {(source, 0): 3}
-    env = sc.env(PIPELINE_KAFKA__TOPICS=f"^{base}\\..*", PIPELINE_KAFKA__CONSUMER=FAST_METADATA)
+    consumer = json.loads(FAST_METADATA)
+    extra: dict[str, str] = {}
+    if protocol == "cooperative":
+        consumer["partition.assignment.strategy"] = "cooperative-sticky"
+    if protocol == "consumer":
+        extra["PIPELINE_KAFKA__GROUP_PROTOCOL"] = "consumer"
+    env = sc.env(
+        PIPELINE_KAFKA__TOPICS=f"^{base}\\..*", PIPELINE_KAFKA__CONSUMER=json.dumps(consumer), **extra
+    )
+    if protocol == "consumer":
+        env.pop("PIPELINE_KAFKA__SESSION_TIMEOUT_MS", None)
     worker = ProcessWorker(env, tmp_path / "worker.log").start()
     try:
         wait_for(lambda: sc.committed(list(sc.ends)) == sc.ends, timeout=120, what="the source topic")

@@ -268,17 +268,49 @@ class KafkaSource:
             return  # anything else (a timeout, a coordinator moving) is not a refusal: carry on
 
     def subscribe(
-        self, on_assign: RebalanceCallback, on_revoke: RebalanceCallback, on_lost: RebalanceCallback
+        self,
+        on_assign: RebalanceCallback,
+        on_revoke: RebalanceCallback,
+        on_lost: RebalanceCallback,
+        skip: Callable[[str], bool] | None = None,
     ) -> None:
+        """Join the group. Partitions of topics for which `skip(topic)` is true (the worker's own dead-letter
+        topics, matched by a pattern subscription) are taken from the group but never fetched."""
+        incremental = self.incremental
+
+        def kept(partitions: list[TopicPartition]) -> list[TopicPartition]:
+            return [p for p in partitions if skip is None or not skip(p.topic)]
+
         def tps(partitions: list[TopicPartition]) -> list[TP]:
             return [(p.topic, p.partition) for p in partitions]
 
+        def assigned(_c: Consumer, parts: list[TopicPartition]) -> None:
+            ours = kept(parts)
+            if len(ours) < len(parts):  # assign ourselves: the client would assign (and fetch) them all
+                if incremental:
+                    self.consumer.incremental_assign(ours)
+                else:
+                    self.consumer.assign(ours)
+            on_assign(tps(ours))
+
+        def taken(callback: RebalanceCallback) -> Callable[[Consumer, list[TopicPartition]], None]:
+            def handle(_c: Consumer, parts: list[TopicPartition]) -> None:
+                ours = kept(parts)
+                callback(tps(ours))
+                if incremental and len(ours) < len(parts):  # only what was assigned can be unassigned
+                    self.consumer.incremental_unassign(ours)
+
+            return handle
+
         self.consumer.subscribe(
-            list(self.config.topics),
-            on_assign=lambda _c, parts: on_assign(tps(parts)),
-            on_revoke=lambda _c, parts: on_revoke(tps(parts)),
-            on_lost=lambda _c, parts: on_lost(tps(parts)),
+            list(self.config.topics), on_assign=assigned, on_revoke=taken(on_revoke), on_lost=taken(on_lost)
         )
+
+    @property
+    def incremental(self) -> bool:
+        """Partitions are assigned and revoked incrementally (KIP-848, or the cooperative-sticky assignor)."""
+        strategy = str(self.config.consumer.get("partition.assignment.strategy", ""))
+        return self.config.group_protocol == "consumer" or "cooperative" in strategy
 
     def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
         messages: list[Message] = self.consumer.consume(max(1, max_messages), timeout_s)

@@ -7,7 +7,7 @@ chosen by whoever administers Kafka, so they are still validated against MongoDB
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 # MongoDB: database names may not contain these characters and must be shorter than 64 bytes.
 _DB_FORBIDDEN = set('/\\. "$*<>:|?\0')
@@ -50,6 +50,16 @@ def check_topic_name(name: str) -> str:
     if not _KAFKA_TOPIC.match(name) or name in (".", ".."):
         raise NameError_(f"topic name {name!r} is not a valid Kafka topic name ([A-Za-z0-9._-], 1-249 chars)")
     return name
+
+
+def dead_letter_topics(template: str | None) -> Callable[[str], bool]:
+    """Whether a topic name is one of the dead-letter topics made from `template` ("{topic}.dlq"): a
+    pattern subscription must never consume them as ticks (it would dead-letter dead letters, without end)."""
+    if not template or "{topic}" not in template:
+        return lambda name: name == template
+    head, _, tail = template.partition("{topic}")
+    pattern = re.compile(re.escape(head) + ".+" + re.escape(tail) + r"\Z")
+    return lambda name: pattern.match(name) is not None
 
 
 def is_topic_pattern(subscription: str) -> bool:

@@ -29,7 +29,7 @@ from pipeline.clients.topic_checks import TopicChecker
 from pipeline.core.batching import BatchBuilder
 from pipeline.core.coordinates import TP, format_partitions
 from pipeline.core.errors import ConfigurationError, FatalError, PipelineError, PoisonMessageError, describe
-from pipeline.core.naming import is_topic_pattern
+from pipeline.core.naming import dead_letter_topics, is_topic_pattern
 from pipeline.ingest.commit_gate import CommitBackoff, CommitGate
 from pipeline.ingest.convert import Converter, Poison
 from pipeline.ingest.progress import Progress, Totals
@@ -173,7 +173,14 @@ class Worker:
                 ) from None
             self.metrics_server.start()
         self.writer.start()
-        self.source.subscribe(self._on_assign, self._on_revoke, self._on_lost)
+        named = {t for t in self.settings.kafka.topics if not is_topic_pattern(t)}
+        dead_letter = dead_letter_topics(self.settings.errors.dead_letter.topic)
+        self.source.subscribe(
+            self._on_assign,
+            self._on_revoke,
+            self._on_lost,
+            skip=lambda topic: topic not in named and dead_letter(topic),
+        )
         self.health.started = True
         wc = self.settings.mongo.write_concern
         log.info(

@@ -283,6 +283,12 @@ class KafkaConfig(_Section):
     @model_validator(mode="after")
     def _check_group_protocol(self) -> KafkaConfig:
         if self.group_protocol == "consumer":
+            default = type(self).model_fields["session_timeout_ms"].default
+            if "session_timeout_ms" in self.model_fields_set and self.session_timeout_ms != default:
+                raise ValueError(
+                    "session_timeout_ms does not apply with group_protocol 'consumer': the session timeout "
+                    "is the broker's group.consumer.session.timeout.ms"
+                )
             for key, broker_key in _BROKER_SIDE_CONSUMER_KEYS.items():
                 if key in self.consumer:
                     raise ValueError(
