@@ -299,6 +299,7 @@ class ProcessWorker:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> ProcessWorker:
+        self._started_lines_before = self.log_text().count('"msg":"worker started"')
         clean = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
@@ -334,6 +335,17 @@ class ProcessWorker:
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_started(self, timeout: float = 60) -> None:
+        """Until this run has logged 'worker started' (its signal handlers are installed by then: a SIGTERM
+        sent earlier would kill the interpreter instead of stopping the worker)."""
+        before = self._started_lines_before
+
+        def started() -> bool:
+            assert self.alive(), f"the worker exited at start-up:\n{self.log_text()[-3000:]}"
+            return self.log_text().count('"msg":"worker started"') > before
+
+        wait_for(started, timeout=timeout, interval=0.1, what="the worker to start")
 
     def stop(self) -> None:
         if self.alive():
@@ -502,6 +514,16 @@ def assert_exactly_once(sc: Scenario, report: ProduceReport | None = None) -> No
     assert sc.committed(list(sc.ends)) == sc.ends, "not every partition is committed to its end"
 
 
+def committed_total(sc: Scenario) -> int:
+    """The group's committed offsets summed over the scenario's partitions (0 where none): cheap progress
+    (one request to the broker), where counting documents may mean a scan on some servers."""
+    tps = list(sc.ends) or [(t, p) for t in sc.topics for p in range(sc.partitions)]
+    try:
+        return sum(max(0, o) for o in sc.committed(tps, timeout=5).values())
+    except KafkaException:
+        return -1
+
+
 def stored_count(sc: Scenario, collections: list[str] | None = None) -> int:
     with MongoClient(sc.servers.mongo_uri, serverSelectionTimeoutMS=5000) as client:
         db = client[sc.database]
@@ -522,6 +544,7 @@ def run_process_until_committed(
     (it must exit 0), and return its log."""
     worker = ProcessWorker(env, log_path).start()
     try:
+        worker.wait_started()
         wait_for(
             lambda: sc.committed(list(sc.ends)) == sc.ends,
             timeout=timeout,
@@ -561,11 +584,13 @@ def kill_loop(
             try:
                 watch.wait(target, timeout=120, what=f"{target} committed before kill #{len(kills) + 1}")
                 time.sleep(rng.uniform(0.0, 0.2))
+                worker.kill9()
+                # Counted after the kill: some servers count by scanning, which takes seconds under load.
                 at = stored_count(sc)
                 assert at < total, (
-                    f"ingestion finished before kill #{len(kills) + 1}; the test needs more data"
+                    f"ingestion finished before kill #{len(kills) + 1} (committed {watch.total()} of "
+                    f"{total}): the test needs more data, or the worker stores without committing"
                 )
-                worker.kill9()
                 kills.append(at)
             finally:
                 worker.stop()
@@ -573,6 +598,7 @@ def kill_loop(
         watch.close()
     final = ProcessWorker(env, log_path).start()
     try:
+        final.wait_started()
         wait_for(lambda: sc.committed(list(ends)) == ends, timeout=300, interval=0.5, what="all committed")
         final.terminate(signal.SIGTERM)
         code = final.wait(30)

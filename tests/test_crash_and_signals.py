@@ -18,10 +18,10 @@ from tests.harness import (
     ProcessWorker,
     Scenario,
     assert_exactly_once,
+    committed_total,
     dead_letter_count,
     end_offsets,
     kill_loop,
-    stored_count,
     stored_ids,
     wait_for,
 )
@@ -63,7 +63,7 @@ def test_sigterm_mid_stream_flushes_commits_and_exits_0(
     ends = end_offsets(report)
     worker = ProcessWorker(sc.env(), tmp_path / "worker.log").start()
     try:
-        wait_for(lambda: stored_count(sc) > 2_000, timeout=60, interval=0.05, what="progress")
+        wait_for(lambda: committed_total(sc) > 2_000, timeout=60, interval=0.05, what="progress")
         started = time.monotonic()
         worker.terminate(signal.SIGTERM)
         code = worker.wait(20)

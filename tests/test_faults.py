@@ -8,7 +8,8 @@
 None of them depends on the servers' speed: the kill points are chosen by progress (harness.kill_loop), the
 outages start once part of a backlog is stored and end long before the rest could be, and the group test
 paces its producer so that the stream is still flowing at every membership change. Each runs once per
-MongoDB-compatible test server (write_path). Broker crashes and a 3-node cluster: test_broker_faults.py.
+MongoDB-compatible test server (write_path), except the 30-kill loop (the first server only, for time).
+Broker crashes and a 3-node cluster: test_broker_faults.py.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ from tests.harness import (
     Scenario,
     TcpProxy,
     assert_exactly_once,
+    committed_total,
     dead_letter_count,
     kill_loop,
-    stored_count,
     wait_for,
     wait_members,
 )
 
-pytestmark = [pytest.mark.servers, pytest.mark.slow, pytest.mark.write_path]
+pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
 
 def _on(sc: Scenario, *, bootstrap: str | None = None, mongo_uri: str | None = None) -> Scenario:
@@ -53,6 +54,8 @@ def _no_traceback(text: str) -> None:
     assert "Traceback" not in text, text[-3000:]
 
 
+# ~3.5 min per server on this 2-core machine: on the first server only (the kill loop runs on every server in
+# test_crash_and_signals.py's 5-kill test).
 def test_thirty_kill_9s_during_100k_messages(make_scenario: Callable[..., Scenario], tmp_path: Path) -> None:
     total = 100_000
     sc = make_scenario(("petr4",), partitions=3)
@@ -72,6 +75,7 @@ def test_thirty_kill_9s_during_100k_messages(make_scenario: Callable[..., Scenar
     _no_traceback(result.log)
 
 
+@pytest.mark.write_path
 def test_mongodb_outage_worker_waits_commits_nothing_and_resumes(
     make_scenario: Callable[..., Scenario], own_mongo: MongoServer, tmp_path: Path
 ) -> None:
@@ -82,7 +86,7 @@ def test_mongodb_outage_worker_waits_commits_nothing_and_resumes(
     worker = ProcessWorker(sc.env(PIPELINE_RETRY__MAX_BACKOFF_MS="2000"), tmp_path / "worker.log").start()
     try:
         wait_for(
-            lambda: stored_count(sc) > 3_000, timeout=90, interval=0.1, what="progress before the outage"
+            lambda: committed_total(sc) > 3_000, timeout=90, interval=0.1, what="progress before the outage"
         )
         own_mongo.kill()
         down_at = time.monotonic()
@@ -110,6 +114,7 @@ def test_mongodb_outage_worker_waits_commits_nothing_and_resumes(
     _no_traceback(log)
 
 
+@pytest.mark.write_path
 @pytest.mark.parametrize("outage", ["frozen", "unreachable"])
 def test_kafka_outage_worker_survives_and_resumes(
     outage: str, make_scenario: Callable[..., Scenario], own_kafka: Callable[..., Any], tmp_path: Path
@@ -135,7 +140,10 @@ def test_kafka_outage_worker_survives_and_resumes(
         worker = ProcessWorker(sc.env(), tmp_path / "worker.log").start()
         try:
             wait_for(
-                lambda: stored_count(sc) > 3_000, timeout=90, interval=0.1, what="progress before the outage"
+                lambda: committed_total(sc) > 3_000,
+                timeout=90,
+                interval=0.1,
+                what="progress before the outage",
             )
             if proxy is not None:
                 proxy.cut()
@@ -171,6 +179,7 @@ def test_kafka_outage_worker_survives_and_resumes(
             proxy.stop()
 
 
+@pytest.mark.write_path
 def test_group_grows_and_shrinks_with_sigterm_and_kill_9(
     make_scenario: Callable[..., Scenario], tmp_path: Path
 ) -> None:
