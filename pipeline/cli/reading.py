@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
+from decimal import Decimal
 from typing import IO, TYPE_CHECKING, Any, Literal
 
 import orjson
@@ -67,12 +68,13 @@ def table_time(ts: datetime, zone: tzinfo) -> str:
     return ts.astimezone(zone).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
 
-def price_text(value: float | None) -> str:
+def price_text(value: float | Decimal | None) -> str:
     """A price for a table (display only: two decimals when it is a whole number of cents, else up to six).
-    JSON and CSV carry the stored value exactly."""
+    JSON and CSV carry the stored value exactly (a Decimal128 price with exactly its digits)."""
     if value is None:
         return "-"
-    if abs(value - round(value, 2)) < 1e-9:
+    cents = round(value, 2)  # (a Decimal rounds to a Decimal)
+    if abs(value - cents) < 1e-9:  # type: ignore[operator]
         return f"{value:,.2f}"
     return f"{value:,.6f}".rstrip("0")
 
@@ -92,8 +94,17 @@ def _cell(value: Any, kind: ColumnKind, zone: tzinfo) -> str:
 
 
 def _plain(value: Any, zone: tzinfo) -> Any:
-    # Floats stay floats: json and csv write the shortest decimal that reads back as the same double.
+    # Floats stay floats: json and csv write the shortest decimal that reads back as the same double;
+    # Decimals (Decimal128 prices) are written with exactly their digits.
     return iso(value, zone) if isinstance(value, datetime) else value
+
+
+def _exact_number(value: Any) -> Any:
+    """JSON for a Decimal (a Decimal128 price, or a result computed from them): a number with exactly its
+    digits, never a rounded double."""
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value))
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def stdout_console() -> Console:
@@ -121,7 +132,8 @@ def emit(
     count = 0
     if fmt == "json":
         for row in rows:
-            stream.write(orjson.dumps({c.key: _plain(row[c.key], zone) for c in columns}).decode() + "\n")
+            record = {c.key: _plain(row[c.key], zone) for c in columns}
+            stream.write(orjson.dumps(record, default=_exact_number).decode() + "\n")
             count += 1
         return count
     if fmt == "csv":

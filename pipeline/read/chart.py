@@ -43,11 +43,19 @@ def plot_ohlc(
     width = interval.total_seconds() / 86400 * 0.7
     fig = Figure(figsize=(12, 7), dpi=100, layout="constrained")
     price_ax, volume_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
-    colors = [UP if b.close >= b.open else DOWN for b in bars]
+    # Prices as floats: a chart is display only (Decimal128 prices are drawn at their nearest double).
+    opens, highs = [float(b.open) for b in bars], [float(b.high) for b in bars]
+    lows, closes = [float(b.low) for b in bars], [float(b.close) for b in bars]
+    colors = [UP if c >= o else DOWN for o, c in zip(opens, closes, strict=True)]
     # A flat bar (open == close) still gets a visible body.
-    bodies = [max(abs(b.close - b.open), (b.high - b.low) * 0.002, 1e-9) for b in bars]
-    price_ax.vlines(starts, [b.low for b in bars], [b.high for b in bars], colors=colors, linewidth=1)
-    price_ax.bar(starts, bodies, width, bottom=[min(b.open, b.close) for b in bars], color=colors)
+    bodies = [
+        max(abs(c - o), (h - lo) * 0.002, 1e-9)
+        for o, h, lo, c in zip(opens, highs, lows, closes, strict=True)
+    ]
+    price_ax.vlines(starts, lows, highs, colors=colors, linewidth=1)
+    price_ax.bar(
+        starts, bodies, width, bottom=[min(o, c) for o, c in zip(opens, closes, strict=True)], color=colors
+    )
     volume_ax.bar(starts, [b.volume for b in bars], width, color=colors)
     price_ax.set_title(title, fontsize=13, loc="left")
     price_ax.set_ylabel("price")

@@ -3,28 +3,86 @@
 First and last ticks of a group (a bar's open and close, the last price, the latest tick) follow the one tick
 order (ts, partition, offset, topic): `$min`/`$max` of an `order_document` pick them without sorting, and
 results of several collections are merged with the same order.
+
+Prices may be doubles or Decimal128 (`tick.price_type`), even mixed: MongoDB compares and sums them across
+types (a sum or average that meets a Decimal128 is a Decimal128), and results come back as `Price` (float or
+exact Decimal). A server that lacks an operator these pipelines use (FerretDB 1.x has neither `$dateTrunc`
+nor the `$min`/`$max`/`$first` accumulators) is reported in one line naming it (`UnsupportedOperation`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import decimal
+import re
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, tzinfo
+from decimal import Decimal
 from typing import Any
 
+from pymongo.errors import OperationFailure
+
+from pipeline.core.errors import PipelineError
 from pipeline.read.query.model import (
     Bar,
     Db,
+    Price,
     SymbolStats,
     Tick,
     collection,
     document_order_key,
     order_document,
     order_key,
+    price_of,
     tick_from_doc,
 )
 from pipeline.read.query.params import INTERVALS, alignment_zone, check_interval, check_range
 from pipeline.read.query.resolver import Collections, all_collections, candidates, first_nonempty
 from pipeline.read.query.ticks import tick_filter
+
+# Decimal128's precision, for what is computed on the client from Decimal results (combined VWAPs).
+_DECIMAL128 = decimal.Context(prec=34)
+# Server replies meaning "this operator does not exist here": NotImplemented (FerretDB), unknown $group
+# operator, unrecognized expression, unknown pipeline stage.
+_UNSUPPORTED_CODES = frozenset({238, 15952, 168, 40324})
+_OPERATOR = re.compile(r"\$[A-Za-z]+")
+
+
+class UnsupportedOperation(PipelineError):
+    """The MongoDB server does not implement an aggregation operator a query needs (exit code 1: the
+    input is fine, the server cannot answer it)."""
+
+
+def aggregate(db: Db, name: str, pipeline: Sequence[dict[str, Any]], what: str) -> Iterator[dict[str, Any]]:
+    """db[name].aggregate(pipeline), with an operator the server lacks reported as one line."""
+    try:
+        yield from collection(db, name).aggregate(list(pipeline))
+    except OperationFailure as exc:
+        if exc.code not in _UNSUPPORTED_CODES:
+            raise
+        message = str((exc.details or {}).get("errmsg") or exc)
+        # The operator is the last one named ("Invalid $group :: caused by :: The operator $dateTrunc ...").
+        operators = _OPERATOR.findall(message)
+        operator = operators[-1] if operators else "an aggregation operator"
+        raise UnsupportedOperation(
+            f"the MongoDB server of database {db.name!r} does not implement {operator}, needed for {what} "
+            f"(it said: {message[:200]}); MongoDB 5.0+ implements every operator tickpipe's queries use"
+        ) from None
+
+
+def _number_sum(values: Iterable[Any]) -> Price:
+    """Sum of server-computed numbers, exact (Decimal) as soon as one of them is a Decimal128."""
+    numbers = [price_of(v) for v in values]
+    if any(isinstance(n, Decimal) for n in numbers):
+        return sum((Decimal(n) if n is not None else Decimal(0) for n in numbers), Decimal(0))
+    return sum(float(n or 0.0) for n in numbers)
+
+
+def _price(value: Any, what: str) -> Price:
+    price = price_of(value)
+    if price is None:
+        raise PipelineError(f"a stored {what} is not a number: {str(value)[:40]!r}")
+    return price
+
 
 # ---- OHLC bars ------------------------------------------------------------------------------------------
 
@@ -107,7 +165,7 @@ def ohlc(
     def run(names: list[str]) -> list[Bar]:
         rows: dict[datetime, list[dict[str, Any]]] = {}
         for n in names:
-            for row in collection(db, n).aggregate(pipeline):
+            for row in aggregate(db, n, pipeline, "OHLC bars"):
                 rows.setdefault(row["start"], []).append(row)
         return [_combine(parts) for _, parts in sorted(rows.items())]
 
@@ -118,19 +176,26 @@ def _combine(parts: list[dict[str, Any]]) -> Bar:
     first = min((r["first"] for r in parts), key=document_order_key)
     last = max((r["last"] for r in parts), key=document_order_key)
     volume = sum(int(r["volume"]) for r in parts)
+    vwap: Price | None
     if len(parts) == 1:
-        vwap = parts[0]["vwap"]
+        vwap = price_of(parts[0]["vwap"])
     else:
-        vwap = sum(float(r["pv"]) for r in parts) / volume if volume else None
+        pv = _number_sum(r["pv"] for r in parts)
+        if not volume:
+            vwap = None
+        elif isinstance(pv, Decimal):
+            vwap = _DECIMAL128.divide(pv, Decimal(volume))
+        else:
+            vwap = pv / volume
     return Bar(
         start=parts[0]["start"],
-        open=float(first["price"]),
-        high=max(float(r["high"]) for r in parts),
-        low=min(float(r["low"]) for r in parts),
-        close=float(last["price"]),
+        open=_price(first["price"], "open price"),
+        high=max(_price(r["high"], "price") for r in parts),
+        low=min(_price(r["low"], "price") for r in parts),
+        close=_price(last["price"], "close price"),
         volume=volume,
         trades=sum(int(r["trades"]) for r in parts),
-        vwap=None if vwap is None else float(vwap),
+        vwap=vwap,
         first_ts=first["ts"],
         last_ts=last["ts"],
     )
@@ -158,7 +223,7 @@ def symbol_stats(db: Db, collections: Iterable[str]) -> list[SymbolStats]:
     total volume (server-side $group)."""
     result = []
     for name in collections:
-        for row in collection(db, name).aggregate(_STATS_PIPELINE):
+        for row in aggregate(db, name, _STATS_PIPELINE, "statistics"):
             first, last = row.get("first") or {}, row.get("last") or {}
             if not isinstance(row["_id"], str) or not isinstance(first.get("ts"), datetime):
                 continue  # documents without a symbol or ts (e.g. raw-format data)
@@ -169,8 +234,8 @@ def symbol_stats(db: Db, collections: Iterable[str]) -> list[SymbolStats]:
                     count=int(row["count"]),
                     first_ts=first["ts"],
                     last_ts=last["ts"],
-                    last_price=float(last["price"]),
-                    avg_price=float(row["avg_price"]),
+                    last_price=_price(last["price"], "last price"),
+                    avg_price=_price(row["avg_price"], "average price"),
                     total_volume=int(row["total_volume"]),
                 )
             )
@@ -201,7 +266,7 @@ def latest(db: Db, collections: Collections = None) -> list[Tick]:
         coll = collection(db, name)
         newest_ts = [
             {"symbol": row["_id"], "ts": row["ts"]}
-            for row in coll.aggregate(_NEWEST_TS_PIPELINE)
+            for row in aggregate(db, name, _NEWEST_TS_PIPELINE, "the latest ticks")
             if isinstance(row["_id"], str) and isinstance(row["ts"], datetime)
         ]
         # The ticks at each symbol's newest ts (index point lookups); the last of them in the tick order.

@@ -12,21 +12,40 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from bson.codec_options import CodecOptions
+from bson.decimal128 import Decimal128
 from pymongo.collection import Collection
 from pymongo.database import Database
 
 Db = Database[dict[str, Any]]
 CODEC: CodecOptions[dict[str, Any]] = CodecOptions(tz_aware=True, tzinfo=UTC)
+# A stored price: a float (a BSON double or integer) or, with `tick.price_type: decimal128`, the exact
+# Decimal of a BSON Decimal128. Both may be in one collection (a configuration change); results of
+# aggregations over decimal prices are Decimal (MongoDB computes them in Decimal128).
+Price = float | Decimal
+
+
+def price_of(value: Any) -> Price | None:
+    """A stored number as a Price: a Decimal128 as its exact Decimal, an int or a double as a float; None
+    for anything else (not a number, or a Decimal128 NaN/Infinity)."""
+    if isinstance(value, Decimal128):
+        number = value.to_decimal()
+        return number if number.is_finite() else None
+    if isinstance(value, Decimal):
+        return value if value.is_finite() else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return None
 
 
 @dataclass(frozen=True)
 class Tick:
     symbol: str
     ts: datetime  # aware, UTC
-    price: float
+    price: Price
     volume: int
     topic: str
     partition: int
@@ -38,13 +57,13 @@ class Bar:
     """One OHLC bar: ticks with start <= ts < start + interval."""
 
     start: datetime  # aware, UTC
-    open: float
-    high: float
-    low: float
-    close: float
+    open: Price
+    high: Price
+    low: Price
+    close: Price
     volume: int
     trades: int
-    vwap: float | None  # sum(price * volume) / sum(volume); None when the bar's volume is 0
+    vwap: Price | None  # sum(price * volume) / sum(volume); None when the bar's volume is 0
     first_ts: datetime
     last_ts: datetime
 
@@ -56,8 +75,8 @@ class SymbolStats:
     count: int
     first_ts: datetime
     last_ts: datetime
-    last_price: float
-    avg_price: float
+    last_price: Price
+    avg_price: Price
     total_volume: int
 
 
@@ -85,15 +104,15 @@ def tick_from_doc(doc: dict[str, Any]) -> Tick | None:
     """A stored document as a Tick; None when it is not a tick (e.g. a raw-format document with a symbol)."""
     _id = doc.get("_id")
     ts = doc.get("ts")
-    price = doc.get("price")
+    price = price_of(doc.get("price"))
     volume = doc.get("volume")
-    if not isinstance(ts, datetime) or not isinstance(price, int | float) or not isinstance(volume, int):
+    if not isinstance(ts, datetime) or price is None or not isinstance(volume, int):
         return None
     coords = _id if isinstance(_id, dict) else {}
     return Tick(
         symbol=str(doc.get("symbol")),
         ts=ts,
-        price=float(price),
+        price=price,
         volume=int(volume),
         topic=str(coords.get("topic", "")),
         partition=int(coords.get("partition", -1)),
