@@ -126,6 +126,65 @@ def classpath(lib: Path) -> str:
     return f"{lib}/*"
 
 
+# ---- the MongoDB Kafka connector (the benchmark's Kafka Connect peer) -----------------------------------
+
+MONGO_CONNECTOR = "org.mongodb.kafka:mongo-kafka-connect:2.0.1:jar:all"  # 3.x is not served here
+MONGO_CONNECTOR_CACHE_NAME = "mongo-kafka-connect-2.0.1"
+MONGO_CONNECTOR_JAR = "mongo-kafka-connect-2.0.1-all.jar"
+
+
+def connector_missing_prerequisite() -> str | None:
+    """Why Kafka Connect with the MongoDB connector cannot run here, or None."""
+    reason = missing_prerequisite()
+    if reason is not None:
+        return reason
+    entry = _connector_cache_dir()
+    if not is_complete(entry, MONGO_CONNECTOR) and shutil.which("mvn") is None:
+        return "Maven (mvn) is not installed and the MongoDB Kafka connector is not cached yet"
+    return None
+
+
+def _connector_cache_dir() -> Path:
+    from pipeline.dev.cache import cache_root
+
+    return cache_root() / MONGO_CONNECTOR_CACHE_NAME
+
+
+def ensure_mongo_connector(log: Callable[[str], None] = lambda _m: None) -> Path:
+    """A directory holding mongo-kafka-connect 2.0.1 (classifier `all`, its dependencies inside), to give
+    Kafka Connect as `plugin.path`; copied from Maven Central once (`dependency:copy`), into the same cache
+    and under the same lock and atomic rename as Apache Kafka's jars. Connect's own jars are in
+    ensure_kafka()'s directory (connect-runtime, connect-json)."""
+
+    def build(target: Path) -> None:
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise PipelineError("Maven (mvn) is needed once to fetch the MongoDB Kafka connector")
+        log(f"fetching {MONGO_CONNECTOR} from Maven Central into {_connector_cache_dir()} (once) ...")
+        result = subprocess.run(
+            [
+                mvn,
+                "-B",
+                "-q",
+                f"{DEPENDENCY_PLUGIN}:copy",
+                f"-Dartifact={MONGO_CONNECTOR}",
+                f"-DoutputDirectory={target}",
+            ],
+            cwd=target,  # no pom needed for dependency:copy
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=900,
+        )
+        if result.returncode != 0:
+            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+            raise PipelineError(f"mvn could not fetch {MONGO_CONNECTOR}:\n{tail}")
+        if not (target / MONGO_CONNECTOR_JAR).is_file():
+            raise PipelineError(f"mvn finished but {MONGO_CONNECTOR_JAR} is not in {target}")
+
+    return ensure_entry(MONGO_CONNECTOR_CACHE_NAME, MONGO_CONNECTOR, build)
+
+
 def new_cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
