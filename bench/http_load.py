@@ -12,12 +12,13 @@ separate process, and then, for each workload and each concurrency level, runs c
 keep-alive connections for `--duration` seconds each (after a warm-up), counting answered requests and
 recording each latency. Every response must be 200 with the expected number of bars, else the run fails.
 
-Workloads (all GET /api/ohlc/PETR4): `page` is what the chart page asks (1m bars of the last 2 hours:
-14,400 ticks aggregated), `recent` 1m bars of the last 30 minutes (3,600 ticks), `day` 1h bars of the last
-24 hours (172,800 ticks), `all` 1d bars of the whole history (every tick of the symbol). The default is
-`recent,page`: on the SecantusDB test server, which aggregates about 6,000 documents a second, `day` takes
-~30 s a request and `all` minutes. A run lasts `--duration` seconds and at least `--min-requests` answered
-requests (at most ten times the duration).
+Workloads (GET /api/ohlc/PETR4): `page` is what the chart page asks (1m bars of the last 2 hours: 14,400
+ticks aggregated), `recent` 1m bars of the last 30 minutes (3,600 ticks), `day` 1h bars of the last 24 hours
+(172,800 ticks), `all` 1d bars of the whole history (every tick of the symbol); and `healthz` (GET /healthz,
+no MongoDB), the control: what the HTTP stack itself answers on this machine. The default is
+`healthz,recent,page`: on the SecantusDB test server, which aggregates about 6,000 documents a second,
+`day` takes ~30 s a request and `all` minutes. A run lasts `--duration` seconds and at least
+`--min-requests` answered requests (at most ten times the duration).
 
 The client runs on the same machine as the server and MongoDB: on 2 cores they compete, so the figures are
 the whole machine's, and the load average at the start and the end is printed with them.
@@ -61,11 +62,12 @@ BATCH = 10_000
 @dataclass(frozen=True)
 class Workload:
     name: str
-    interval: str
+    interval: str | None  # None: not an OHLC request (the control)
     span: timedelta | None  # the last `span` of the history; None: everything
 
 
 WORKLOADS = {
+    "healthz": Workload("healthz", None, None),
     "recent": Workload("recent", "1m", timedelta(minutes=30)),
     "page": Workload("page", "1m", timedelta(hours=2)),
     "day": Workload("day", "1h", timedelta(hours=24)),
@@ -158,9 +160,15 @@ def load(uri: str, database: str, ticks: int, log: Any) -> None:
     sink.client.close()
 
 
+def path_for(workload: Workload, ticks: int) -> str:
+    if workload.interval is None:
+        return "/healthz"
+    return "/api/ohlc/PETR4?" + urlencode(query_for(workload, ticks))
+
+
 def query_for(workload: Workload, ticks: int) -> dict[str, str]:
     last = START + (per_symbol(ticks)[SYMBOLS[0]] - 1) * STEP
-    params = {"interval": workload.interval}
+    params = {"interval": str(workload.interval)}
     if workload.span is not None:
         params["from"] = (last - workload.span).isoformat().replace("+00:00", "Z")
     return params
@@ -208,7 +216,7 @@ def run_load(
             if started >= measure_from:
                 mine.append(elapsed)
                 if len(mine) % 50 == 1:
-                    bar_counts.add(len(json.loads(body)["bars"]))
+                    bar_counts.add(len(json.loads(body).get("bars", [])))
         conn.close()
         finished.append(time.perf_counter())
 
@@ -226,6 +234,8 @@ def direct_ohlc(uri: str, database: str, workload: Workload, ticks: int, calls: 
     """The same query through the query library in this process, no HTTP: what MongoDB itself costs."""
     from pipeline.read.query import CollectionResolver, ohlc, parse_time
 
+    if workload.interval is None:
+        return []
     params = query_for(workload, ticks)
     start = parse_time(params["from"]) if "from" in params else None
     latencies = []
@@ -234,7 +244,7 @@ def direct_ohlc(uri: str, database: str, workload: Workload, ticks: int, calls: 
         resolver = CollectionResolver(db, topics=[s.lower() for s in SYMBOLS])
         for _ in range(calls):
             started = time.perf_counter()
-            ohlc(db, "PETR4", workload.interval, start=start, collections=resolver)
+            ohlc(db, "PETR4", str(workload.interval), start=start, collections=resolver)
             latencies.append((time.perf_counter() - started) * 1000)
     return latencies
 
@@ -356,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         results: list[Result] = []
         header["direct_ms"] = {}
         for workload in workloads:
-            path = "/api/ohlc/PETR4?" + urlencode(query_for(workload, args.ticks))
+            path = path_for(workload, args.ticks)
             for level in levels:
                 count, latencies, seconds, errors, bars = run_load(
                     port, path, level, args.duration, args.warmup, args.min_requests
@@ -373,8 +383,9 @@ def main(argv: list[str] | None = None) -> int:
                 )
             # After the HTTP runs (MongoDB warm): the same query without HTTP, one call at a time.
             direct = direct_ohlc(uri, database, workload, args.ticks, max(3, min(10, args.min_requests)))
-            header["direct_ms"][workload.name] = round(statistics.median(direct), 1)
-            log(f"{workload.name}: query library directly, p50 {header['direct_ms'][workload.name]} ms")
+            if direct:
+                header["direct_ms"][workload.name] = round(statistics.median(direct), 1)
+                log(f"{workload.name}: query library directly, p50 {header['direct_ms'][workload.name]} ms")
         header["uptime_after"] = uptime()
         text = markdown(results, header)
         print(text)

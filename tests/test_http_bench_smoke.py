@@ -42,7 +42,7 @@ def test_the_benchmark_runs_and_reports(tmp_path: Path) -> None:
             "--ticks",
             "4000",
             "--workloads",
-            "recent,page",
+            "healthz,recent,page",
             "--concurrency",
             "1,2",
             "--duration",
@@ -67,6 +67,8 @@ def test_the_benchmark_runs_and_reports(tmp_path: Path) -> None:
     assert set(report["direct_ms"]) == {"recent", "page"}
     rows = report["results"]
     assert [(r["workload"], r["concurrency"]) for r in rows] == [
+        ("healthz", 1),
+        ("healthz", 2),
         ("recent", 1),
         ("recent", 2),
         ("page", 1),
@@ -77,5 +79,6 @@ def test_the_benchmark_runs_and_reports(tmp_path: Path) -> None:
         assert row["p50_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert row["requests_per_s"] > 0
     # 4,000 ticks, two a second per symbol: 1,000 s of PETR4, 17 one-minute bars, all in the last 2 hours.
-    assert rows[2]["bars_per_response"] == 17
+    assert rows[0]["bars_per_response"] == 0  # the control: GET /healthz
+    assert rows[4]["bars_per_response"] == 17
     assert "| page | 17 | 2 |" in table.read_text()
