@@ -188,10 +188,11 @@ def run_load(
     stop_at = measure_from + duration
     hard_stop = measure_from + 10 * duration
     finished: list[float] = []
+    interrupted = threading.Event()
 
     def done(now: float) -> bool:
         measured = sum(len(part) for part in latencies)
-        return now >= hard_stop or (now >= stop_at and measured >= min_requests)
+        return interrupted.is_set() or now >= hard_stop or (now >= stop_at and measured >= min_requests)
 
     def client(index: int) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -223,8 +224,13 @@ def run_load(
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(concurrency)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join()
+    try:
+        while any(thread.is_alive() for thread in threads):
+            for thread in threads:
+                thread.join(0.2)
+    except KeyboardInterrupt:
+        interrupted.set()  # each client stops after its request in flight; the servers are stopped after
+        raise
     flat = [v for part in latencies for v in part]
     # Measured time: from the end of the warm-up until the last client finished its last request.
     return len(flat), flat, max(finished) - measure_from, sum(errors), bar_counts
