@@ -1,13 +1,18 @@
-"""The measurements. Each one reads the same backlog (or writes the same number of documents) into an empty,
-freshly named database that already has the {symbol: 1, ts: 1} index, and returns a `Run`.
+"""The in-process ceilings and the tickpipe measurements. Each one reads the same backlog (or writes the same
+number of documents) into an empty database that already has the {symbol: 1, ts: 1} index, on a freshly
+started MongoDB-compatible server (bench/servers.py), and returns a `Run`.
 
 - `raw_consume`  ceiling A: confluent-kafka reading the backlog with assign(), no processing.
 - `raw_insert`   ceiling B: pymongo insert_many of pre-built tickpipe documents, 1000 per call,
                  w=majority, j=true.
+- `ceiling_c`    ceiling C, the simplest correct pipeline: consume(1000) → insert_many (the raw values, no
+                 decoding) → synchronous commit, one thread.
 - `naive`        the seed's loop: poll one message, insert_one, auto-commit (on a slice of the backlog).
-- `tickpipe`     `python -m pipeline run` as a process, until every message is stored and committed.
+- `tickpipe`     `python -m pipeline run` as one process (or several in one group: the scale-out check),
+                 until every message is stored and committed.
 - `latency`      produce→durable latency of `pipeline run` at a paced load.
-The Quix Streams peer lives in bench/peer.py.
+The Quix Streams peer is in bench/peer.py, the MongoDB Kafka connector in bench/connector.py, the crash
+comparison in bench/crash.py.
 """
 
 from __future__ import annotations
@@ -15,32 +20,38 @@ from __future__ import annotations
 import bisect
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from bson import Binary
+from bson.datetime_ms import DatetimeMS
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from pymongo.errors import BulkWriteError
 
-from bench.system import CpuMeter, cpu_seconds, memory
+from bench.system import CpuSample, cpu_usage, memory, meter_for, process_cpu
 from bench.workloads import (
     TP,
     WRITE_CONCERN,
     Backlog,
     BenchError,
     CommitWatcher,
+    Progress,
+    Run,
     Target,
     build_documents,
+    check_stored,
+    kill_process,
     percentile,
     prepare_database,
+    stop_process,
     stored_count,
+    timed_run,
     uid,
     wait_until,
 )
@@ -49,28 +60,11 @@ from pipeline.clients.kafka import consumer_config
 from pipeline.core.codec import TickSchema, make_document, make_tick_decoder
 from pipeline.dev.simulator import TickProducer
 
-Progress = Callable[[int], None]
+DUPLICATE_KEY = 11000
 
 
 def _no_progress(_done: int) -> None:
     return None
-
-
-@dataclass
-class Run:
-    """One measurement. `rate` = messages / seconds over the timed interval (see each function)."""
-
-    kind: str
-    messages: int
-    seconds: float
-    rate: float
-    steady_rate: float | None = None
-    # Cores used during the run by component (see bench.system.CpuMeter).
-    cpu: dict[str, float] = field(default_factory=dict)
-    details: dict[str, Any] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---- ceiling A: raw consume ------------------------------------------------------------------------------
@@ -80,13 +74,13 @@ def raw_consume(target: Target, backlog: Backlog, progress: Progress = _no_progr
     """Read the whole backlog with assign() (no group join) and tickpipe's consumer settings; count only."""
     kafka = target.kafka(backlog.topics, group=f"bench-raw-{uid()}")
     consumer = Consumer(consumer_config(kafka))
-    meter = CpuMeter(target.server_pids()).start()
+    meter = meter_for(target.server_pids(), bench_is_client=True)
     try:
         consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in backlog.partitions])
         ends = backlog.ends
         seen: dict[TP, int] = dict.fromkeys(ends, 0)
         n = 0
-        started = time.perf_counter()
+        before = meter.sample()
         deadline = time.monotonic() + 600
         while n < backlog.count:
             for message in consumer.consume(1000, 1.0):
@@ -98,13 +92,12 @@ def raw_consume(target: Target, backlog: Backlog, progress: Progress = _no_progr
             progress(n)
             if time.monotonic() > deadline:
                 raise BenchError(f"raw consume: only {n}/{backlog.count} messages in 600s")
-        seconds = time.perf_counter() - started
+        after = meter.sample()
     finally:
         consumer.close()
-    cpu = meter.stop()
     if seen != ends:
         raise BenchError(f"raw consume read {seen}, expected {ends}")
-    return Run("raw_consume", n, seconds, n / seconds, cpu=cpu)
+    return timed_run("raw_consume", n, before.at, after.at, cpu_usage(before, after))
 
 
 # ---- ceiling B: raw insert -------------------------------------------------------------------------------
@@ -121,26 +114,106 @@ def raw_insert(
     with target.mongo() as client:
         db = client.get_database(database, write_concern=WRITE_CONCERN)
         collections = {name: db[name] for name in documents.collections}
-        meter = CpuMeter(target.server_pids()).start()
+        meter = meter_for(target.server_pids(), bench_is_client=True)
         n = 0
-        started = time.perf_counter()
+        before = meter.sample()
         for name, docs in documents.batches:
             result = collections[name].insert_many(docs, ordered=False)
             n += len(result.inserted_ids)
             progress(n)
-        seconds = time.perf_counter() - started
-        cpu = meter.stop()
+        after = meter.sample()
     stored = stored_count(target, database, documents.collections)
     if stored != count or n != count:
         raise BenchError(f"raw insert: {n} acknowledged, {stored} stored, expected {count}")
-    return Run(
-        "raw_insert",
-        n,
-        seconds,
-        n / seconds,
-        cpu=cpu,
-        details={"batch_size": batch_size, "calls": len(documents.batches), "verified_stored": stored},
+    details = {"batch_size": batch_size, "calls": len(documents.batches), "verified_stored": stored}
+    return timed_run("raw_insert", n, before.at, after.at, cpu_usage(before, after), details=details)
+
+
+# ---- ceiling C: the simplest correct pipeline --------------------------------------------------------------
+
+
+def raw_document(message: Message) -> dict[str, Any]:
+    """Ceiling C's document: the Kafka coordinates as `_id` (re-deliveries collide), the value as stored
+    bytes (not decoded), the key and the Kafka timestamp."""
+    _ts_type, ts_ms = message.timestamp()
+    return {
+        "_id": {"topic": message.topic(), "partition": message.partition(), "offset": message.offset()},
+        "key": message.key(),
+        "value": Binary(cast(bytes, message.value())),
+        "kafka_ts": DatetimeMS(ts_ms),
+    }
+
+
+def ceiling_c(
+    target: Target, backlog: Backlog, batch_size: int = 1000, progress: Progress = _no_progress
+) -> Run:
+    """The simplest correct pipeline, in one thread: consume(1000) → one insert_many(ordered=False) per
+    collection at w=majority, j=true (a duplicate-key error is a re-delivery, anything else fails) → a
+    synchronous commit of the next offsets → the next consume. No decoding, no overlap: what tickpipe's
+    concurrency must beat. Partitions are assigned (no group join in the timing) and committed under a group.
+    """
+    name = uid()
+    database, group = f"bench_ceilingc_{name}", f"bench-ceilingc-{name}"
+    prepare_database(target, database, backlog.topics)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": target.bootstrap,
+            "group.id": group,
+            "enable.auto.commit": False,
+        }
     )
+    watcher = CommitWatcher(target.bootstrap, group, backlog.ends)
+    ends = backlog.ends
+    with target.mongo() as client:
+        db = client.get_database(database, write_concern=WRITE_CONCERN)
+        meter = meter_for(target.server_pids(), bench_is_client=True)
+        try:
+            consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in backlog.partitions])
+            n = duplicates = batches = 0
+            before = meter.sample()
+            deadline = time.monotonic() + 600
+            while n < backlog.count:
+                messages = [m for m in consumer.consume(batch_size, 1.0) if m.error() is None]
+                if time.monotonic() > deadline:
+                    raise BenchError(f"ceiling C: only {n}/{backlog.count} messages in 600s")
+                per_topic: dict[str, list[dict[str, Any]]] = {}
+                nexts: dict[TP, int] = {}
+                for message in messages:
+                    tp = cast(TP, (message.topic(), message.partition()))
+                    offset = cast(int, message.offset())
+                    if offset >= ends[tp]:
+                        continue
+                    per_topic.setdefault(tp[0], []).append(raw_document(message))
+                    nexts[tp] = offset + 1
+                for topic, docs in per_topic.items():
+                    try:
+                        db[topic].insert_many(docs, ordered=False)
+                    except BulkWriteError as exc:
+                        errors = exc.details.get("writeErrors", [])
+                        if not errors or any(e.get("code") != DUPLICATE_KEY for e in errors):
+                            raise
+                        duplicates += len(errors)
+                    n += len(docs)
+                if nexts:
+                    consumer.commit(
+                        offsets=[TopicPartition(t, p, o) for (t, p), o in nexts.items()], asynchronous=False
+                    )
+                    batches += 1
+                progress(n)
+            after = meter.sample()
+        finally:
+            consumer.close()
+    try:
+        committed_all = watcher.done(watcher.committed())
+    finally:
+        watcher.close()
+    stored = stored_count(target, database, backlog.topics)
+    if stored != backlog.count or not committed_all:
+        raise BenchError(
+            f"ceiling C: {stored} stored (expected {backlog.count}), all committed: {committed_all}"
+        )
+    details = {"batches": batches, "duplicates": duplicates, "verified_stored": stored}
+    return timed_run("ceiling_c", n, before.at, after.at, cpu_usage(before, after), details=details)
 
 
 # ---- naive: the seed's loop -------------------------------------------------------------------------------
@@ -163,11 +236,11 @@ def naive(target: Target, backlog: Backlog, count: int, progress: Progress = _no
     decode = make_tick_decoder(TickSchema())
     with target.mongo() as client:
         db = client.get_database(database, write_concern=WRITE_CONCERN)
-        meter = CpuMeter(target.server_pids()).start()
+        meter = meter_for(target.server_pids(), bench_is_client=True)
         try:
             consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in backlog.partitions])
             n = 0
-            started = time.perf_counter()
+            before = meter.sample()
             deadline = time.monotonic() + 600
             while n < count:
                 message = consumer.poll(1.0)
@@ -190,14 +263,12 @@ def naive(target: Target, backlog: Backlog, count: int, progress: Progress = _no
                 n += 1
                 if n % 100 == 0:
                     progress(n)
-            seconds = time.perf_counter() - started
+            after = meter.sample()
         finally:
             consumer.close()
-        cpu = meter.stop()
-    stored = stored_count(target, database, backlog.topics)
-    if stored != count:
-        raise BenchError(f"naive: {stored} documents stored, expected {count}")
-    return Run("naive", n, seconds, n / seconds, cpu=cpu, details={"verified_stored": stored})
+    stored = check_stored(target, database, backlog.topics, count, "naive")
+    usage = cpu_usage(before, after)
+    return timed_run("naive", n, before.at, after.at, usage, details={"verified_stored": stored})
 
 
 # ---- tickpipe: `pipeline run` as a process -----------------------------------------------------------------
@@ -264,6 +335,8 @@ class WorkerProcess:
         self.rss_samples: list[float] = []
         self.cpu_s = 0.0
         self.profiler: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0
+        self._assigned = False
 
     def attach_profiler(self, path: Path) -> None:
         """py-spy records until the worker exits, then writes `path`."""
@@ -277,10 +350,11 @@ class WorkerProcess:
 
     def sample(self) -> None:
         mem = memory(self.pid)
-        if mem is not None:
+        cpu = process_cpu(self.pid)
+        if mem is not None and cpu is not None:
             self.rss_samples.append(mem.rss_mb)
             self.peak_rss_mb = max(self.peak_rss_mb, mem.hwm_mb)
-            self.cpu_s = cpu_seconds(self.pid)
+            self.cpu_s = cpu
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -288,32 +362,36 @@ class WorkerProcess:
     def stop(self, timeout_s: float = 60.0) -> int:
         """SIGTERM the worker (it flushes, commits, exits 0) and wait (and for the profiler to write)."""
         self.sample()
-        if self.alive():
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            code = self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
+        code = stop_process(self.proc, timeout_s)
+        if code is None:
             self.kill()
-            raise BenchError(f"the worker did not stop within {timeout_s:g}s; see {self.log_path}") from None
+            raise BenchError(f"the worker did not stop within {timeout_s:g}s; see {self.log_path}")
         if self.profiler is not None:
             try:
                 self.profiler.wait(60)
             except subprocess.TimeoutExpired:
-                self.profiler.kill()
-                self.profiler.wait(10)
+                kill_process(self.profiler)
         return code
 
     def kill(self) -> None:
-        if self.alive():
-            self.proc.kill()
-            self.proc.wait(10)
-        if self.profiler is not None and self.profiler.poll() is None:
-            self.profiler.kill()
-            self.profiler.wait(10)
+        kill_process(self.proc)
+        if self.profiler is not None:
+            kill_process(self.profiler)
 
     def log_tail(self, lines: int = 20) -> str:
         text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def assigned(self) -> bool:
+        """Whether the worker has logged an assignment of partitions yet (reads its log incrementally)."""
+        if not self._assigned and self.log_path.exists():
+            with self.log_path.open("rb") as log:
+                log.seek(self._log_offset)
+                chunk = log.read()
+            complete = chunk.rfind(b"\n") + 1  # only whole lines; the rest is read next time
+            self._log_offset += complete
+            self._assigned = b'"msg":"partitions assigned","partitions":"' in chunk[:complete]
+        return self._assigned
 
     def milestones(self) -> dict[str, Any]:
         """Seconds from process start to 'worker started' and to the first 'partitions assigned', and the
@@ -356,75 +434,111 @@ def tickpipe(
     verify: bool = True,
     kind: str = "tickpipe",
     extra_env: dict[str, str] | None = None,
+    workers: int = 1,
 ) -> Run:
-    """`pipeline run` from process start until every backlog offset is committed (hence durably stored).
+    """`pipeline run` (`workers` processes in one group) from process start until every backlog offset is
+    committed (hence durably stored).
 
     rate = backlog / (start → all committed). steady_rate excludes start-up and the group join: messages
-    committed after the first commit was seen / time from that first commit to the last one.
-    Committed offsets are polled every 0.1 s from Kafka (same group.id, committed()); the end is what the
-    producer's delivery reports said, not the broker's high watermark.
+    committed after the first commit was seen / time from that first commit to the last one. CPU of the
+    worker processes (all threads) over both intervals. Committed offsets are polled every 0.1 s from
+    Kafka (same group.id, committed()); the end is what the producer's delivery reports said, not the
+    broker's high watermark.
     """
     name = uid()
-    database, group = f"bench_tickpipe_{name}", f"bench-tickpipe-{name}"
+    database, group = f"bench_{kind}_{name}", f"bench-{kind}-{name}"
     prepare_database(target, database, backlog.topics)
     watcher = CommitWatcher(target.bootstrap, group, backlog.ends)
     env = worker_env(target, backlog.topics, group, database, session_timeout_ms, extra_env)
-    meter = CpuMeter(target.server_pids()).start()
-    worker = WorkerProcess(env, target.workdir, f"worker-{name}")
+    meter = meter_for(target.server_pids())
+    before = meter.sample()
+    started = time.monotonic()
+    procs: list[WorkerProcess] = []
     first: tuple[float, int] | None = None
+    first_commit: tuple[float, int] | None = None
+    steady_sample: CpuSample | None = None
     try:
+        for i in range(workers):
+            label = f"worker-{name}" if workers == 1 else f"worker-{name}-{i + 1}"
+            worker = WorkerProcess(env, target.workdir, label)
+            meter.add("client", worker.pid)
+            procs.append(worker)
         next_sample = 0.0
         while True:
             committed = watcher.committed()
             now = time.monotonic()
             done = watcher.progress(committed)
-            if first is None and done > 0:
-                first = (now, done)
+            # Steady from the first commit once every worker holds partitions (with several workers the
+            # first to join may start alone: the group is complete only when the last one is assigned).
+            if first is None and done > 0 and all(w.assigned() for w in procs):
+                first, steady_sample = (now, done), meter.sample()
                 if profile_to is not None:
-                    worker.attach_profiler(profile_to)
+                    procs[0].attach_profiler(profile_to)
+            if first_commit is None and done > 0:
+                first_commit = (now, done)
             if now >= next_sample:
-                worker.sample()
+                for worker in procs:
+                    worker.sample()
                 next_sample = now + 0.5
             progress(done)
             if watcher.done(committed):
                 break
-            if not worker.alive():
-                raise BenchError(f"the worker exited with {worker.proc.returncode}:\n{worker.log_tail()}")
-            if now - worker.started > timeout_s:
-                raise BenchError(f"tickpipe: {done}/{backlog.count} committed after {timeout_s:g}s")
+            for worker in procs:
+                if not worker.alive():
+                    raise BenchError(f"the worker exited with {worker.proc.returncode}:\n{worker.log_tail()}")
+            if now - started > timeout_s:
+                raise BenchError(f"{kind}: {done}/{backlog.count} committed after {timeout_s:g}s")
             time.sleep(0.1)
         finished = time.monotonic()
-        code = worker.stop()
+        after = meter.sample()
+        codes = [worker.stop() for worker in procs]
     except BaseException:
-        worker.kill()
+        for worker in procs:
+            worker.kill()
         raise
     finally:
         watcher.close()
-    cpu = meter.stop()
-    if code != 0:
-        raise BenchError(f"the worker exited with {code} after SIGTERM:\n{worker.log_tail()}")
-    assert first is not None
-    seconds = finished - worker.started
-    steady = (backlog.count - first[1]) / (finished - first[0]) if finished > first[0] else None
+    for worker, code in zip(procs, codes, strict=True):
+        if code != 0:
+            raise BenchError(f"the worker exited with {code} after SIGTERM:\n{worker.log_tail()}")
+    assert first_commit is not None
     details: dict[str, Any] = {
-        "first_commit_s": round(first[0] - worker.started, 3),
-        "committed_at_first_commit": first[1],
-        "peak_rss_mb": round(worker.peak_rss_mb, 1),
-        "worker_cpu_cores": round(worker.cpu_s / seconds, 3),
-        **worker.milestones(),
+        "workers": workers,
+        "first_commit_s": round(first_commit[0] - started, 3),
+        "committed_at_first_commit": first_commit[1],
+        "peak_rss_mb": round(max(w.peak_rss_mb for w in procs), 1),
     }
-    if worker.rss_samples:
+    if workers > 1:
+        # None: the backlog was drained before the last worker got partitions (no steady rate with all).
+        details["all_workers_assigned_s"] = round(first[0] - started, 3) if first else None
+        details["committed_when_all_assigned"] = first[1] if first else None
+    per_worker = [
+        {**w.milestones(), "peak_rss_mb": round(w.peak_rss_mb, 1), "cpu_s": round(w.cpu_s, 3)} for w in procs
+    ]
+    if workers == 1:
+        details.update(per_worker[0])
+        del details["cpu_s"]
+    else:
+        details["per_worker"] = per_worker
+    samples = [s for w in procs for s in w.rss_samples]
+    if samples:
         details["rss_mb_samples"] = {
-            "count": len(worker.rss_samples),
-            "median": round(percentile(worker.rss_samples, 50), 1),
-            "max": round(max(worker.rss_samples), 1),
+            "count": len(samples),
+            "median": round(percentile(samples, 50), 1),
+            "max": round(max(samples), 1),
         }
     if verify:
-        stored = stored_count(target, database, backlog.topics)
-        details["verified_stored"] = stored
-        if stored != backlog.count:
-            raise BenchError(f"tickpipe: {stored} documents stored, expected {backlog.count}")
-    return Run(kind, backlog.count, seconds, backlog.count / seconds, steady, cpu, details)
+        details["verified_stored"] = check_stored(target, database, backlog.topics, backlog.count, kind)
+    return timed_run(
+        kind,
+        backlog.count,
+        started,
+        finished,
+        cpu_usage(before, after),
+        first,
+        cpu_usage(steady_sample, after) if steady_sample is not None else None,
+        details,
+    )
 
 
 # ---- produce → durable latency at a paced load ------------------------------------------------------------
@@ -494,7 +608,9 @@ def latency(
     create_topics(kafka, topics, partitions)
     prepare_database(target, database, topics)
     env = worker_env(target, topics, group, database, session_timeout_ms, extra_env)
-    meter: CpuMeter | None = None
+    meter = meter_for(target.server_pids())
+    before: CpuSample | None = None
+    after: CpuSample | None = None
     worker = WorkerProcess(env, target.workdir, f"worker-latency-{name}")
     try:
         # Warm-up: the worker has joined, been assigned every partition and written once.
@@ -511,7 +627,8 @@ def latency(
         every = dict.fromkeys(((t, p) for t in topics for p in range(partitions)), 0)
         timeline = _CommitTimeline(CommitWatcher(target.bootstrap, group, every), poll_interval_s)
         timeline.start()
-        meter = CpuMeter(target.server_pids()).start()
+        meter.add("client", worker.pid)
+        before = meter.sample()
         producer = TickProducer(kafka, topics, seed=5, record_offsets=True, spread=True)
         produce_started = time.monotonic()
         report = producer.run(count, rate, progress=progress)
@@ -527,6 +644,7 @@ def latency(
             return all(timeline.latest.get(tp, -1) >= end for tp, end in ends.items())
 
         wait_until(all_committed, 120, "the paced messages to be committed", 0.05)
+        after = meter.sample()
         timeline.stop()
         timeline.watcher.close()
         worker.sample()
@@ -534,7 +652,6 @@ def latency(
     except BaseException:
         worker.kill()
         raise
-    cpu = meter.stop() if meter is not None else {}
     if code != 0:
         raise BenchError(f"the worker exited with {code} after SIGTERM:\n{worker.log_tail()}")
     durable: list[float] = []
@@ -561,12 +678,15 @@ def latency(
             "max": round(max(values), 1)
         }
 
+    assert before is not None and after is not None
+    usage = cpu_usage(before, after)  # produce start → all committed: the paced messages only
     return Run(
         "latency",
         count,
         produce_seconds,
         count / produce_seconds,
-        cpu=cpu,
+        cpu=usage.cores(),
+        cpu_us_per_msg=usage.us_per_message("client", count),
         details={
             "target_rate": round(rate, 1),
             "durable_ms": stats(durable),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from bench.measures import Run
 from bench.runner import KINDS, LABELS, BenchResults
-from bench.workloads import median
+from bench.servers import MONGO_SERVERS
+from bench.workloads import Run, median
 
 
 class RichUI:
@@ -62,100 +63,185 @@ class RichUI:
         self.progress.console.print(text, highlight=False)
 
 
+@dataclass
+class Section:
+    """One table of the report and the lines under it (rendered by rich and as Markdown alike)."""
+
+    title: str
+    columns: list[str]
+    rows: list[list[str]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+
+
+RATE_COLUMNS = ["measurement", "msgs/s", "steady msgs/s", "rounds (msgs/s)", "CPU µs/msg", "cores used"]
+NUMERIC = {"msgs/s", "steady msgs/s", "CPU µs/msg", "produced", "stored", "missing", "duplicates"}
+ROLES = (("client", "client"), ("mongo_server", "mongod"), ("kafka_server", "kafka"), ("bench", "bench"))
+
+
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def _runs(runs: list[Run], steady: bool = False) -> str:
-    values = [r.steady_rate if steady else r.rate for r in runs]
-    return " / ".join(_rate(v) for v in values)
+def _rounds(runs: list[Run]) -> str:
+    text = " / ".join(_rate(r.rate) for r in runs)
+    if any(r.steady_rate is not None for r in runs):
+        text += f"  (steady {' / '.join(_rate(r.steady_rate) for r in runs)})"
+    return text
 
 
-def _cpu(runs: list[Run]) -> str:
-    """Median cores used per component during the runs: MongoDB server, Kafka broker, clients, others."""
+def _cpu_per_message(runs: list[Run]) -> str:
+    """Median CPU-µs per message of the client process(es): steady (whole run, start-up included)."""
+    whole = [r.cpu_us_per_msg for r in runs if r.cpu_us_per_msg is not None]
+    steady = [r.steady_cpu_us_per_msg for r in runs if r.steady_cpu_us_per_msg is not None]
+    if not whole:
+        return "-"
+    if steady:
+        return f"{median(steady):.1f} (whole {median(whole):.1f})"
+    return f"{median(whole):.1f}"
+
+
+def cores_used(runs: list[Run]) -> str:
+    """Median cores used per process during the runs: the client, the MongoDB server, the broker, this
+    bench process (when the client is another process), and the rest of the machine."""
     if not runs or not runs[0].cpu:
         return "-"
-
-    def med(key: str) -> float:
-        return median([r.cpu.get(key, 0.0) for r in runs])
-
-    clients = median([r.cpu.get("bench", 0.0) + r.cpu.get("children", 0.0) for r in runs])
     parts = []
-    if "mongo_server" in runs[0].cpu:
-        parts.append(f"mongod {med('mongo_server'):.2f}")
-    if "kafka_server" in runs[0].cpu:
-        parts.append(f"kafka {med('kafka_server'):.2f}")
-    parts.append(f"client {clients:.2f}")
-    parts.append(f"other {med('other'):.2f}")
+    for role, label in ROLES:
+        if role in runs[0].cpu:
+            parts.append(f"{label} {median([r.cpu.get(role, 0.0) for r in runs]):.2f}")
+    parts.append(f"other {median([r.cpu.get('other', 0.0) for r in runs]):.2f}")
     return ", ".join(parts)
 
 
-def rows(results: BenchResults) -> list[dict[str, str]]:
-    """One row per measurement kind: label, median rate, median steady rate, each round, CPU split."""
-    out = []
-    for kind in (*KINDS, "rss_backlog"):
-        runs = results.of(kind)
-        if not runs:
-            continue
-        steady = results.median_rate(kind, steady=True)
-        out.append(
-            {
-                "measurement": LABELS[kind],
-                "msgs/s": _rate(results.median_rate(kind)),
-                "steady msgs/s": _rate(steady),
-                "rounds": _runs(runs) + (f"  (steady {_runs(runs, True)})" if steady is not None else ""),
-                "seconds": f"{median([r.seconds for r in runs]):.1f}",
-                "messages": f"{runs[0].messages:,}",
-                "cores used": _cpu(runs),
-            }
+def _rate_row(label: str, runs: list[Run]) -> list[str]:
+    steady = [r.steady_rate for r in runs if r.steady_rate is not None]
+    return [
+        label,
+        _rate(median([r.rate for r in runs])),
+        _rate(median(steady)) if steady else "-",
+        _rounds(runs),
+        _cpu_per_message(runs),
+        cores_used(runs),
+    ]
+
+
+def sections(results: BenchResults) -> list[Section]:
+    out: list[Section] = []
+    a = results.of("raw_consume")
+    if a:
+        kafka = Section("Kafka only (no MongoDB server)", RATE_COLUMNS, [_rate_row(LABELS["raw_consume"], a)])
+        out.append(kafka)
+    summary = results.summary()["servers"]
+    for server in results.mongo_servers():
+        section = Section(
+            f"on {MONGO_SERVERS.get(server, server)} (a fresh server per measurement)", RATE_COLUMNS
         )
+        for kind in (*KINDS, "latency", "rss_backlog"):
+            runs = results.of(kind, server)
+            if runs and kind != "raw_consume":
+                section.rows.append(_rate_row(LABELS[kind], runs))
+        section.lines = derived(summary.get(server, {}), results, server)
+        out.append(section)
+    crash = crash_section(results)
+    if crash is not None:
+        out.append(crash)
     return out
 
 
-def derived(results: BenchResults) -> list[tuple[str, str]]:
-    s = results.summary()
-    lines: list[tuple[str, str]] = []
-    if "tickpipe_steady_pct_of_ceiling" in s:
+def derived(s: dict[str, Any], results: BenchResults, server: str) -> list[str]:
+    lines: list[str] = []
+    if "raw_insert_rounds" in s:
+        rounds = " / ".join(_rate(v) for v in s["raw_insert_rounds"])
+        lines.append(f"ceiling B per round: {rounds} (spread {s['raw_insert_spread_pct']}% of the median)")
+    if "tickpipe_steady_pct_of_b" in s:
         lines.append(
-            (
-                "tickpipe vs min(A, B)",
-                f"{s['tickpipe_steady_pct_of_ceiling']}% steady, {s['tickpipe_pct_of_ceiling']}% end-to-end "
-                f"(the lower ceiling is {s['ceiling']})",
-            )
+            f"tickpipe vs ceiling B: {s['tickpipe_steady_pct_of_b']}% steady, "
+            f"{s['tickpipe_pct_of_b']}% end to end"
         )
-    if "tickpipe_steady_vs_naive" in s:
-        lines.append(("tickpipe vs naive", f"{s['tickpipe_steady_vs_naive']}x (steady rate / naive rate)"))
-    if "tickpipe_vs_peer" in s:
-        steady = s.get("tickpipe_steady_vs_peer_steady")
+    names = {"ceiling_c": "ceiling C", "connector": "the connector", "peer": "Quix Streams", "naive": "naive"}
+    ratios = []
+    if "tickpipe_steady_vs_c" in s:
+        ratios.append(f"{s['tickpipe_steady_vs_c']}x ceiling C")
+    for peer in ("connector", "peer", "naive"):
+        if f"tickpipe_steady_vs_{peer}" in s:
+            ratios.append(f"{s[f'tickpipe_steady_vs_{peer}']}x {names[peer]}")
+    if ratios:
         lines.append(
-            (
-                "tickpipe vs Quix Streams",
-                f"{s['tickpipe_vs_peer']}x end-to-end" + (f", {steady}x steady" if steady else ""),
-            )
+            "tickpipe steady rate = " + ", ".join(ratios) + " (each at its steady rate, if it has one)"
         )
-    elif not results.of("peer"):
-        lines.append(("tickpipe vs Quix Streams", "peer not run"))
+    if "scale_out_vs_one_process" in s:
+        lines.append(
+            f"scale-out: 2 processes in one group over {_partitions(results)} partitions reach "
+            f"{s['scale_out_vs_one_process']}x one process (steady)"
+        )
     if "tickpipe_peak_rss_mb" in s:
         lines.append(
-            ("tickpipe peak RSS (VmHWM)", f"{s['tickpipe_peak_rss_mb']:.0f} MB over {_backlog(results)}")
+            f"tickpipe peak RSS (VmHWM): {s['tickpipe_peak_rss_mb']:.0f} MB over {_backlog(results)}"
         )
     if "rss_backlog_peak_rss_mb" in s:
         lines.append(
-            (
-                "tickpipe peak RSS, big backlog",
-                f"{s['rss_backlog_peak_rss_mb']:.0f} MB draining {s['rss_backlog_messages']:,} messages",
-            )
+            f"tickpipe peak RSS, big backlog: {s['rss_backlog_peak_rss_mb']:.0f} MB draining "
+            f"{s['rss_backlog_messages']:,} messages"
         )
     if "latency_durable_ms_p50" in s:
         lines.append(
-            (
-                f"latency at {s['latency_rate']:,.0f} msgs/s",
-                f"produce→durable+committed p50 {s['latency_durable_ms_p50']:.0f} ms, "
-                f"p99 {s['latency_durable_ms_p99']:.0f} ms; produce→decoded p50 "
-                f"{s['latency_decode_ms_p50']:.0f} ms, p99 {s['latency_decode_ms_p99']:.0f} ms",
-            )
+            f"latency at {s['latency_rate']:,.0f} msgs/s: produce→durable+committed p50 "
+            f"{s['latency_durable_ms_p50']:.0f} ms, p99 {s['latency_durable_ms_p99']:.0f} ms; "
+            f"produce→decoded p50 {s['latency_decode_ms_p50']:.0f} ms, "
+            f"p99 {s['latency_decode_ms_p99']:.0f} ms"
         )
     return lines
+
+
+CRASH_COLUMNS = [
+    "server",
+    "process",
+    "produced",
+    "stored",
+    "missing",
+    "duplicates",
+    "re-deliveries seen",
+    "restart → all stored",
+]
+
+
+def crash_section(results: BenchResults) -> Section | None:
+    runs = results.of("crash_tickpipe") + results.of("crash_connector")
+    if not runs:
+        return None
+    section = Section("crash comparison: kill -9 mid-stream, restart at once", CRASH_COLUMNS)
+    for run in sorted(runs, key=lambda r: (results.mongo_servers().index(r.server or ""), r.kind)):
+        d = run.details
+        recovered = d.get("restart_to_all_stored_s")
+        section.rows.append(
+            [
+                MONGO_SERVERS.get(run.server or "", "-"),
+                "tickpipe" if run.kind == "crash_tickpipe" else "connector",
+                f"{d['produced']:,}",
+                f"{d['stored_documents']:,}",
+                f"{d['missing']:,}",
+                f"{d['duplicates']:,}",
+                f"{d['redeliveries_seen']:,} ({d['redeliveries_means']})"
+                if d["redeliveries_seen"] is not None
+                else "-",
+                f"{recovered:.1f} s"
+                if recovered is not None
+                else f"not all stored after {d.get('seconds')} s",
+            ]
+        )
+    first = runs[0].details
+    section.lines = [
+        f"{first['rate']:,.0f} ticks/s for {first['seconds']:g} s into fresh topics; killed once half was "
+        "produced and the process had made progress; missing = produced offsets with no document, "
+        "duplicates = documents beyond one per offset",
+        "what they store differs: tickpipe's _id is {topic, partition, offset} and ts a date; the "
+        'connector\'s _id is the string "topic#partition#offset" and ts stays a string',
+    ]
+    return section
+
+
+def _partitions(results: BenchResults) -> int:
+    return len(results.backlog.get("end_offsets", {})) or 0
 
 
 def _backlog(results: BenchResults) -> str:
@@ -163,52 +249,57 @@ def _backlog(results: BenchResults) -> str:
     return f"{n:,} messages" if isinstance(n, int) else "the backlog"
 
 
-def print_results(console: Console, results: BenchResults) -> None:
-    table = Table(
-        title=f"tickpipe bench: {_backlog(results)}, medians of {results.options.get('repeat')} rounds"
-    )
-    data = rows(results)
-    columns = ["measurement", "msgs/s", "steady msgs/s", "rounds", "seconds", "cores used"]
-    for column in columns:
-        table.add_column(
-            column, justify="right" if column in ("msgs/s", "steady msgs/s", "seconds") else "left"
-        )
-    for row in data:
-        table.add_row(*(row[c] for c in columns))
-    console.print(table)
-    for name, value in derived(results):
-        console.print(f"  {name}: {value}", highlight=False)
+def title(results: BenchResults) -> str:
+    rounds = results.options.get("repeat")
+    return f"tickpipe bench: {_backlog(results)}, medians of {rounds} round{'s' if rounds != 1 else ''}"
+
+
+def print_results(console: Console, results: BenchResults, smoke: bool = False) -> None:
+    console.print(title(results) + (" — SMOKE RUN, not a result" if smoke else ""), highlight=False)
+    for section in sections(results):
+        table = Table(title=section.title)
+        for column in section.columns:
+            table.add_column(column, justify="right" if column in NUMERIC else "left")
+        for row in section.rows:
+            table.add_row(*row)
+        console.print(table)
+        for line in section.lines:
+            console.print(f"  {line}", highlight=False)
     for note in results.notes:
         console.print(f"  note: {note}", highlight=False)
+    console.print(f"  wall time: {results.wall_seconds:.0f} s", highlight=False)
     if results.profile:
         console.print(results.profile["text"], highlight=False)
 
 
-def markdown(results: BenchResults, command: str = "") -> str:
+def markdown(results: BenchResults, command: str = "", smoke: bool = False) -> str:
     """The results as Markdown (what docs/benchmarks.md quotes)."""
     m = results.machine
     out = []
+    if smoke:
+        out += ["**Smoke run (`--quick`): checks that every measurement runs, not a result.**", ""]
     if command:
         out += [f"Command: `{command}`", ""]
     out += [
-        f"Run {results.started_at} → {results.finished_at} UTC; {m.get('cpus')} CPUs ({m.get('cpu_model')}), "
-        f"{m.get('memory_gb')} GB; load average at start {m.get('loadavg_at_start')}, at end "
-        f"{m.get('loadavg_at_end')}; backlog {_backlog(results)} over "
-        f"{len(results.backlog.get('topics', []))} topics x {results.backlog.get('partitions')} partitions.",
-        "",
-        "| measurement | msgs/s (median) | steady msgs/s | rounds (msgs/s) | s | cores used (median) |",
-        "|---|---:|---:|---|---:|---|",
+        f"Run {results.started_at} → {results.finished_at} UTC ({results.wall_seconds:.0f} s); "
+        f"{m.get('cpus')} CPUs ({m.get('cpu_model')}), {m.get('memory_gb')} GB; load average at start "
+        f"{m.get('loadavg_at_start')}, at end {m.get('loadavg_at_end')}; "
+        f"broker {results.servers.get('broker')}; "
+        f"backlog {_backlog(results)} over {len(results.backlog.get('topics', []))} topics x "
+        f"{results.backlog.get('partitions')} partitions; {title(results).split(', ', 1)[1]}.",
     ]
-    for row in rows(results):
-        out.append(
-            f"| {row['measurement']} | {row['msgs/s']} | {row['steady msgs/s']} | {row['rounds']} | "
-            f"{row['seconds']} | {row['cores used']} |"
-        )
-    out.append("")
-    for name, value in derived(results):
-        out.append(f"- **{name}**: {value}")
-    for note in results.notes:
-        out.append(f"- note: {note}")
+    for section in sections(results):
+        out += ["", f"**{section.title}**", ""]
+        out.append("| " + " | ".join(section.columns) + " |")
+        out.append("|" + "|".join("---:" if c in NUMERIC else "---" for c in section.columns) + "|")
+        for row in section.rows:
+            out.append("| " + " | ".join(row) + " |")
+        if section.lines:
+            out.append("")
+            out += [f"- {line}" for line in section.lines]
+    if results.notes:
+        out.append("")
+        out += [f"- note: {note}" for note in results.notes]
     return "\n".join(out) + "\n"
 
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import math
 import random
+import signal
+import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from pymongo import MongoClient, WriteConcern
 from pymongo.database import Database
 from pymongo.uri_parser import parse_uri
 
+from bench.system import CpuUsage
 from pipeline.clients.admin import create_topics
 from pipeline.core.codec import TICK_INDEX, TICK_INDEX_NAME, TickSchema, make_document, make_tick_decoder
 from pipeline.core.errors import PipelineError
@@ -25,6 +28,8 @@ from pipeline.dev.simulator import RandomWalk, TickProducer, encode_tick, symbol
 from pipeline.ops.config import KafkaConfig
 
 TP = tuple[str, int]
+Progress = Callable[[int], None]  # messages done so far
+Say = Callable[[str], None]  # one line for the operator
 WRITE_CONCERN = WriteConcern(w="majority", j=True)
 
 
@@ -32,19 +37,36 @@ class BenchError(PipelineError):
     """A measurement could not be made (a server or a measured process failed, a timeout)."""
 
 
+class BenchUnavailable(BenchError):
+    """What the chosen options need cannot run here (a server, Java, Maven): one line each, exit 2."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.lines = [f"error: {problem}" for problem in problems]
+
+
 def uid() -> str:
     return uuid.uuid4().hex[:8]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Target:
-    """The Kafka broker and MongoDB server under test (pids known when the bench started them)."""
+    """The Kafka broker and the MongoDB-compatible server of one measurement (pids known when the bench
+    started them). The broker serves the whole run; `on()` gives the target on a freshly started server."""
 
     bootstrap: str
     mongo_uri: str
     workdir: Path
     kafka_pid: int | None = None
     mongo_pid: int | None = None
+    broker: str = "external"  # apache | tansu | external (a broker the caller started)
+    mongo_kind: str = ""  # secantus | ferretdb ("" before a server is chosen)
+
+    def on(self, server: Any) -> Target:
+        """This broker with `server` (a bench.servers.FreshMongo) as the MongoDB-compatible server."""
+        return replace(self, mongo_uri=server.uri, mongo_pid=server.pid, mongo_kind=server.kind)
 
     @property
     def mongo_address(self) -> tuple[str, int]:
@@ -56,10 +78,69 @@ class Target:
         return {name: pid for name, pid in pids.items() if pid is not None}
 
     def mongo(self, **options: Any) -> MongoClient[dict[str, Any]]:
+        if not self.mongo_uri:
+            raise BenchError("no MongoDB-compatible server chosen for this measurement")
         return MongoClient(self.mongo_uri, serverSelectionTimeoutMS=20_000, **options)
 
     def kafka(self, topics: list[str], group: str = "bench") -> KafkaConfig:
         return KafkaConfig(bootstrap_servers=self.bootstrap, topics=topics, group_id=group)
+
+
+@dataclass
+class Run:
+    """One measurement. `rate` = messages / seconds over the timed interval (see each measurement);
+    `steady_rate` leaves out start-up (process start, group join) where a measurement has one.
+
+    `cpu`: average cores used during the timed interval by role (bench.system: client, mongo_server,
+    kafka_server, bench, other, total). `cpu_us_per_msg`: CPU-microseconds of the client process(es), all
+    threads, per message over the whole interval (start-up included); `steady_cpu_us_per_msg` the same
+    over the steady interval only.
+    """
+
+    kind: str
+    messages: int
+    seconds: float
+    rate: float
+    steady_rate: float | None = None
+    cpu: dict[str, float] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    server: str | None = None  # the MongoDB-compatible server (secantus | ferretdb); None: Kafka only
+    round: int | None = None
+    cpu_us_per_msg: float | None = None
+    steady_cpu_us_per_msg: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def timed_run(
+    kind: str,
+    messages: int,
+    started: float,
+    finished: float,
+    whole: CpuUsage,
+    steady_from: tuple[float, int] | None = None,
+    steady_cpu: CpuUsage | None = None,
+    details: dict[str, Any] | None = None,
+) -> Run:
+    """A Run from its interval: `steady_from` = (time, messages done) when the steady interval began."""
+    seconds = finished - started
+    steady_rate = steady_us = None
+    if steady_from is not None and finished > steady_from[0] and messages > steady_from[1]:
+        steady_rate = (messages - steady_from[1]) / (finished - steady_from[0])
+        if steady_cpu is not None:
+            steady_us = steady_cpu.us_per_message("client", messages - steady_from[1])
+    return Run(
+        kind,
+        messages,
+        seconds,
+        messages / seconds,
+        steady_rate,
+        whole.cores(),
+        dict(details or {}),
+        cpu_us_per_msg=whole.us_per_message("client", messages),
+        steady_cpu_us_per_msg=steady_us,
+    )
 
 
 @dataclass
@@ -109,18 +190,35 @@ def prepare_database(target: Target, database: str, collections: list[str]) -> N
             db[name].create_index(TICK_INDEX, name=TICK_INDEX_NAME)  # as the worker does
 
 
-def drop_bench_databases(target: Target) -> list[str]:
-    """Drop the measurements' databases (all named bench_*), so that every measurement starts on a server
-    holding the same data: the test server slows down as it fills, which would favour whatever runs first."""
-    with target.mongo() as client:
-        names = [name for name in client.list_database_names() if name.startswith("bench_")]
-        for name in names:
-            client.drop_database(name)
-    return names
+def check_stored(target: Target, database: str, collections: list[str], expected: int, what: str) -> int:
+    """The stored count after a measurement, which must be exactly what it was given (else BenchError)."""
+    stored = stored_count(target, database, collections)
+    if stored != expected:
+        raise BenchError(f"{what}: {stored} documents stored, expected {expected}")
+    return stored
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float) -> int | None:
+    """SIGTERM, then SIGKILL after timeout_s: its exit code, or None if it had to be killed."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        kill_process(proc)
+        return None
+
+
+def kill_process(proc: subprocess.Popen[bytes]) -> None:
+    """kill -9 (if it still runs) and reap it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
 
 
 def stored_count(target: Target, database: str, collections: list[str]) -> int:
-    """Exact count (slow on the test server: a scan, ~0.2 s per 10,000 documents): never while timing."""
+    """Documents stored. A scan on both test servers (SecantusDB ~0.5 s, FerretDB ~2 s per 50,000
+    documents, even for estimated_document_count): after a measurement, never while timing one."""
     with target.mongo() as client:
         db: Database[dict[str, Any]] = client[database]
         return sum(db[name].estimated_document_count() for name in collections)
