@@ -16,6 +16,7 @@ from pipeline.cli import (
     cmd_bench,
     cmd_config,
     cmd_demo,
+    cmd_dlq,
     cmd_export,
     cmd_produce,
     cmd_query,
@@ -36,6 +37,7 @@ COMMANDS = [
     cmd_topics,
     cmd_tail,
     cmd_status,
+    cmd_dlq,
     cmd_serve,
     cmd_bench,
 ]
