@@ -18,6 +18,7 @@ from pipeline.cli import (
     cmd_demo,
     cmd_dlq,
     cmd_export,
+    cmd_offsets,
     cmd_produce,
     cmd_query,
     cmd_run,
@@ -37,6 +38,7 @@ COMMANDS = [
     cmd_topics,
     cmd_tail,
     cmd_status,
+    cmd_offsets,
     cmd_dlq,
     cmd_serve,
     cmd_bench,
@@ -64,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Options whose value may start with '-' (a relative time such as -1h): `--from -1h` means `--from=-1h`.
-_NEGATIVE_VALUE_OPTIONS = ("--from", "--to")
+_NEGATIVE_VALUE_OPTIONS = ("--from", "--to", "--to-time", "--start")
 _NEGATIVE_VALUE = re.compile(r"^-\d")
 
 
