@@ -521,7 +521,7 @@ def run_bench(opts: BenchOptions, target: Target | None = None, ui: UI | None = 
         }
         results.notes.append(
             f"broker: {results.servers['broker']}, for the whole run; every measurement on a "
-            "MongoDB-compatible test server process started for it on an empty data directory, then stopped "
+            "MongoDB-compatible test server process started for it on an empty data directory, then killed "
             "and its data deleted"
         )
         _run_all(opts, target, results, ui, peer_python, jars)

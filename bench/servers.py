@@ -101,7 +101,7 @@ class FreshMongo:
 
 @contextlib.contextmanager
 def fresh_mongo(kind: str, workdir: Path) -> Iterator[FreshMongo]:
-    """A new server process of this kind on a new, empty data directory; stopped and its data deleted on
+    """A new server process of this kind on a new, empty data directory; killed and its data deleted on
     exit (its log file stays in `workdir`)."""
     from pipeline.dev.ferretdb import FerretDB
     from pipeline.dev.servers import EmbeddedMongo
@@ -123,7 +123,9 @@ def fresh_mongo(kind: str, workdir: Path) -> Iterator[FreshMongo]:
         _check_empty(fresh)
         yield fresh
     finally:
-        server.stop()
+        # SIGKILL, not SIGTERM: its data is deleted next, and SecantusDB takes 2-10 s to shut down cleanly
+        # (a minute or more over a full run).
+        server.kill()
         shutil.rmtree(storage, ignore_errors=True)
 
 
