@@ -42,9 +42,24 @@ def install_signal_handlers(worker: Worker) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pipeline.ingest.worker import Worker
+    # A signal while the configuration is read and the clients are made: nothing to flush yet, so the
+    # worker is not started at all (exit 0), rather than the process dying of the signal.
+    early: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _f: early.append(signum)) for sig in STOP_SIGNALS}
+    try:
+        from pipeline.ingest.worker import Worker
 
-    settings = settings_from(args)
-    worker = Worker(settings)
+        settings = settings_from(args)
+        worker = Worker(settings)
+    except BaseException:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        raise
     install_signal_handlers(worker)
+    if early:
+        log.info("stopping before the worker started", signal=signal.Signals(early[0]).name)
+        worker.request_stop()
     return worker.run()
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -131,6 +131,9 @@ class Worker:
 
     def run(self, ready: Callable[[], None] | None = None) -> int:
         """Run until stopped. Returns the process exit code (0 = clean stop). Raises StartupError."""
+        if self._stop.is_set():  # stopped before it started: nothing consumed, nothing to flush
+            self._close_clients()
+            return 0
         try:
             self._startup()
         except BaseException:
