@@ -314,8 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ticks", type=int, default=1_000_000, help="ticks stored (default 1,000,000)")
     parser.add_argument(
         "--workloads",
-        default="recent,page",
-        help="comma-separated: recent, page, day, all (default recent,page)",
+        default="healthz,recent,page",
+        help="comma-separated: healthz, recent, page, day, all (default healthz,recent,page)",
     )
     parser.add_argument("--concurrency", default="1,4", help="client threads per run (default 1,4)")
     parser.add_argument("--duration", type=float, default=30.0, help="measured seconds per run (default 30)")
