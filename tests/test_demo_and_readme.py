@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -41,10 +42,11 @@ def test_every_relative_link_in_the_docs_points_to_a_file() -> None:
 
 
 @pytest.mark.servers
-def test_pipeline_demo_runs_end_to_end_on_embedded_servers() -> None:
+def test_pipeline_demo_runs_end_to_end_on_embedded_servers(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPELINE_")}
+    chart = tmp_path / "session.png"
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline", "demo", "--count", "1200"],
+        [sys.executable, "-m", "pipeline", "demo", "--count", "1200", "--chart", str(chart)],
         cwd=REPO,
         env={**env, "COLUMNS": "140"},
         capture_output=True,
@@ -57,4 +59,12 @@ def test_pipeline_demo_runs_end_to_end_on_embedded_servers() -> None:
     for symbol in ("PETR4", "VALE3"):
         row = next(line for line in out.splitlines() if symbol in line)
         assert "600" in row, row
+        # One trading session of market time: 10:00 to the last tick before 17:00 (600 ticks, 42 s apart).
+        assert " 10:00:00 " in row and " 16:59:18 " in row, row
+    # The 5-minute bars of the session (84 of them), and the chart's path.
+    assert "5m OHLC bars computed by MongoDB (America/Sao_Paulo)" in out
+    bars = [line for line in out.splitlines() if re.match(r"^\s+\d\d:\d[05]\s+\d", line)]
+    assert len(bars) == 84 and bars[0].split()[0] == "10:00" and bars[-1].split()[0] == "16:55", bars[:2]
+    assert f"chart of the session (5m bars): {chart}" in out.replace("\n", "")
+    assert chart.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Traceback" not in result.stderr

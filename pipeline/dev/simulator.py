@@ -3,18 +3,26 @@
 `pipeline produce --topics petr4,vale3 --count N [--rate R]` spreads N ticks evenly over the topics (N=0 runs
 until stopped). Every message is acknowledged by all in-sync replicas (idempotent producer); any delivery
 failure is reported and makes the command exit non-zero.
+
+Ticks are stamped with the wall clock, or with a `MarketClock` (`--start T --tick-interval-ms N`, optional
+session hours): market time that starts at T and advances N ms per tick of each symbol, so that a backlog
+produced in seconds represents a trading session. Only the ticks' `ts` is market time; the Kafka records
+keep the producer's wall-clock timestamps (retention and `offsets reset --to-time` work on those).
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -63,6 +71,93 @@ class RandomWalk:
         return round(self.price, 2), volume
 
 
+_SESSION = re.compile(r"^(\d{1,2}):(\d{2})-(\d{1,2}):(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Session:
+    """Trading hours, every weekday (Monday to Friday; holidays are not known), in a time zone."""
+
+    open: clock_time
+    close: clock_time
+    zone: ZoneInfo
+
+    @classmethod
+    def parse(cls, hours: str, zone: ZoneInfo) -> Session:
+        """`10:00-17:00` in `zone`; ValueError with one line when it is not that."""
+        match = _SESSION.match(hours.strip())
+        if match is None:
+            raise ValueError(f"session {hours!r} is not HH:MM-HH:MM (e.g. 10:00-17:00)")
+        oh, om, ch, cm = (int(g) for g in match.groups())
+        if oh > 23 or ch > 23 or om > 59 or cm > 59:
+            raise ValueError(f"session {hours!r}: hours are 00-23, minutes 00-59")
+        session = cls(clock_time(oh, om), clock_time(ch, cm), zone)
+        if session.close <= session.open:
+            raise ValueError(f"session {hours!r} closes before it opens")
+        return session
+
+    @property
+    def length(self) -> timedelta:
+        return datetime.combine(datetime.min, self.close) - datetime.combine(datetime.min, self.open)
+
+    def opening(self, day: datetime) -> datetime:
+        """The session's open on `day`'s local date (aware, UTC)."""
+        local = day.astimezone(self.zone).date()
+        return datetime.combine(local, self.open, self.zone).astimezone(UTC)
+
+    def closing(self, day: datetime) -> datetime:
+        local = day.astimezone(self.zone).date()
+        return datetime.combine(local, self.close, self.zone).astimezone(UTC)
+
+    def next_open(self, after: datetime) -> datetime:
+        """The first session open at or after `after` (weekdays only)."""
+        day = after.astimezone(self.zone)
+        for _ in range(8):
+            if day.weekday() < 5:
+                opening = self.opening(day)
+                if opening >= after:
+                    return opening
+            day = datetime.combine(day.date() + timedelta(days=1), clock_time(0), self.zone)
+        raise AssertionError("a weekday comes within 8 days")
+
+    def contains(self, moment: datetime) -> bool:
+        local = moment.astimezone(self.zone)
+        return local.weekday() < 5 and self.opening(moment) <= moment < self.closing(moment)
+
+    def last_complete_before(self, moment: datetime) -> datetime:
+        """The open of the last session that closed before `moment`."""
+        day = moment.astimezone(self.zone)
+        for _ in range(9):
+            if day.weekday() < 5 and self.closing(day) <= moment:
+                return self.opening(day)
+            day = datetime.combine(day.date() - timedelta(days=1), clock_time(12), self.zone)
+        raise AssertionError("a weekday comes within 9 days")
+
+
+class MarketClock:
+    """Market time: starts at `start` and advances `interval` per tick; with a session, only its hours of
+    weekdays are used (a start outside them moves to the next open, and the close jumps to the next open)."""
+
+    def __init__(self, start: datetime, interval: timedelta, session: Session | None = None) -> None:
+        if interval <= timedelta(0):
+            raise ValueError("the tick interval must be positive")
+        self.interval = interval
+        self.session = session
+        start = start if start.tzinfo is not None else start.replace(tzinfo=UTC)
+        self.current = self._within(start.astimezone(UTC))
+
+    def _within(self, moment: datetime) -> datetime:
+        if self.session is None or self.session.contains(moment):
+            return moment
+        return self.session.next_open(moment)
+
+    def next(self) -> datetime:
+        """The current market time, then advance."""
+        now = self.current
+        self.current = self._within(now + self.interval)
+        return now
+
+
 def encode_tick(symbol: str, price: float, volume: int, ts: str) -> bytes:
     return orjson.dumps({"symbol": symbol, "price": price, "volume": volume, "ts": ts})
 
@@ -92,10 +187,12 @@ class TickProducer:
         record_offsets: bool = False,
         extra_config: dict[str, Any] | None = None,
         spread: bool = False,
+        clock: MarketClock | None = None,
     ) -> None:
         if not topics:
             raise ValueError("at least one topic is needed")
         self.topics = topics
+        self.clock = clock  # None: ticks carry the wall clock
         rng = random.Random(seed)
         self.walks = {topic: RandomWalk(symbol_for_topic(topic), rng) for topic in topics}
         self.keys = {topic: symbol_for_topic(topic).encode() for topic in topics}
@@ -179,7 +276,9 @@ class TickProducer:
         stop: threading.Event | None = None,
         progress: Callable[[int], None] | None = None,
     ) -> ProduceReport:
-        """Send `count` ticks round-robin over the topics (0 = until `stop` is set), paced at `rate`/s."""
+        """Send `count` ticks round-robin over the topics (0 = until `stop` is set), paced at `rate`/s. Each
+        round sends one tick per topic, all stamped with the same time (the wall clock, or the next time of
+        the market clock)."""
         started = time.monotonic()
         stop = stop or threading.Event()
         i = 0
@@ -191,7 +290,7 @@ class TickProducer:
                     self.producer.poll(min(delay, 0.1))
                     self.watch.raise_if_refused()
                     continue
-            now = datetime.now(UTC)
+            now = self.clock.next() if self.clock is not None else datetime.now(UTC)
             chunk = len(self.topics) if count == 0 else min(len(self.topics), count - i)
             for k in range(chunk):
                 self.send_one(self.topics[(i + k) % len(self.topics)], now)

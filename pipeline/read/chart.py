@@ -6,9 +6,10 @@ Needs the `analytics` extra (matplotlib).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import timedelta, tzinfo
 from pathlib import Path
+from typing import Any
 
 from pipeline.read.atomicfile import atomic_write
 from pipeline.read.query import Bar, QueryError
@@ -21,28 +22,72 @@ class ChartError(QueryError):
     """The chart cannot be drawn (no bars, too many bars): bad input, exit code 2."""
 
 
+def _check(bars: Sequence[Bar], what: str = "") -> None:
+    if not bars:
+        raise ChartError(f"no bars{what} in the range: nothing to plot")
+    if len(bars) > MAX_BARS:
+        raise ChartError(
+            f"{len(bars)} bars{what} are too many to plot readably (max {MAX_BARS}): "
+            "use a larger --interval or a shorter --from/--to range"
+        )
+
+
 def plot_ohlc(
     bars: Sequence[Bar], path: str | Path, *, title: str, interval: timedelta, zone: tzinfo, zone_label: str
 ) -> Path:
     """Write a candlestick chart (price) over volume bars to `path` (PNG). Times are shown in `zone`.
     The file is written to a temporary name and renamed, so a failure never leaves a partial PNG."""
-    if not bars:
-        raise ChartError("no bars in the range: nothing to plot")
-    if len(bars) > MAX_BARS:
-        raise ChartError(
-            f"{len(bars)} bars are too many to plot readably (max {MAX_BARS}): "
-            "use a larger --interval or a shorter --from/--to range"
-        )
+    return plot_ohlc_panels({title: bars}, path, interval=interval, zone=zone, zone_label=zone_label)
+
+
+def plot_ohlc_panels(
+    series: Mapping[str, Sequence[Bar]],
+    path: str | Path,
+    *,
+    interval: timedelta,
+    zone: tzinfo,
+    zone_label: str,
+) -> Path:
+    """One candlestick-over-volume panel per entry of `series` (title -> bars), stacked in one PNG with a
+    shared time axis (the demo draws PETR4 and VALE3 over the same session)."""
+    for title, bars in series.items():
+        _check(bars, f" for {title}" if len(series) > 1 else "")
     import matplotlib.dates as mdates
     from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 1 + 6 * len(series)), dpi=100, layout="constrained")
+    ratios = [3, 1] * len(series)
+    axes = fig.subplots(2 * len(series), 1, sharex=True, height_ratios=ratios)
+    first: list[float] = []
+    last: list[float] = []
+    for i, (title, bars) in enumerate(series.items()):
+        starts = _draw(axes[2 * i], axes[2 * i + 1], bars, title, interval, zone)
+        first.append(starts[0])
+        last.append(starts[-1])
+    volume_ax = axes[-1]
+    volume_ax.set_xlabel(f"time ({zone_label})")
+    locator = mdates.AutoDateLocator(minticks=4, maxticks=10)  # type: ignore[no-untyped-call]
+    volume_ax.xaxis.set_major_locator(locator)
+    volume_ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
+    pad = interval.total_seconds() / 86400
+    volume_ax.set_xlim(min(first) - pad, max(last) + pad)
+    target = Path(path)
+    with atomic_write(target, "wb") as handle:
+        fig.savefig(handle, format="png")
+    return target
+
+
+def _draw(
+    price_ax: Any, volume_ax: Any, bars: Sequence[Bar], title: str, interval: timedelta, zone: tzinfo
+) -> list[float]:
+    """Candlesticks on `price_ax`, volume bars on `volume_ax`; returns the bars' x positions."""
+    import matplotlib.dates as mdates
     from matplotlib.ticker import FuncFormatter
 
     # Bars are placed at their start time shifted into the display zone, as naive datetimes: matplotlib then
     # draws and labels wall-clock times of that zone.
     starts = [mdates.date2num(b.start.astimezone(zone).replace(tzinfo=None)) for b in bars]  # type: ignore[no-untyped-call]
     width = interval.total_seconds() / 86400 * 0.7
-    fig = Figure(figsize=(12, 7), dpi=100, layout="constrained")
-    price_ax, volume_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     # Prices as floats: a chart is display only (Decimal128 prices are drawn at their nearest double).
     opens, highs = [float(b.open) for b in bars], [float(b.high) for b in bars]
     lows, closes = [float(b.low) for b in bars], [float(b.close) for b in bars]
@@ -63,16 +108,7 @@ def plot_ohlc(
     volume_ax.set_ylabel("volume")
     volume_ax.grid(True, alpha=0.3)
     volume_ax.yaxis.set_major_formatter(FuncFormatter(_compact))
-    volume_ax.set_xlabel(f"time ({zone_label})")
-    locator = mdates.AutoDateLocator(minticks=4, maxticks=10)  # type: ignore[no-untyped-call]
-    volume_ax.xaxis.set_major_locator(locator)
-    volume_ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))  # type: ignore[no-untyped-call]
-    pad = interval.total_seconds() / 86400
-    volume_ax.set_xlim(starts[0] - pad, starts[-1] + pad)
-    target = Path(path)
-    with atomic_write(target, "wb") as handle:
-        fig.savefig(handle, format="png")
-    return target
+    return list(starts)
 
 
 def _compact(value: float, _pos: int) -> str:
