@@ -615,3 +615,23 @@ def test_serve_reference_and_bad_arguments(tmp_path: Path) -> None:
         timeout=60,
     )
     assert bad.returncode == 2 and "is not a port" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_listening_socket_is_tcp_so_responses_are_not_delayed() -> None:
+    """asyncio sets TCP_NODELAY only on connections of a socket created as IPPROTO_TCP; with proto 0 every
+    response waited ~40 ms for a delayed ACK (found by bench/http_load: /healthz took 44 ms)."""
+    from pipeline.read.http.server import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        client = socket.create_connection(sock.getsockname()[:2])
+        accepted, _ = sock.accept()
+        import asyncio.base_events
+
+        asyncio.base_events._set_nodelay(accepted)  # what the event loop does for each connection
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        accepted.close()
+        client.close()
+    finally:
+        sock.close()
