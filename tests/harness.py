@@ -367,6 +367,10 @@ class CommitMonitor:
     `produced` is either the offsets of a backlog produced beforehand, or a PacedProducer still producing:
     then each cycle checks the committed ranges up to the last offset whose delivery was reported so far
     (per partition, delivery reports come in offset order) and the rest in a later cycle.
+
+    It counts distinct coordinates, not documents (a collection without a unique `_id`, time-series, could
+    hold one twice). `dead_lettered` offsets must be in the dead-letter collection once committed, and
+    `filtered` offsets are expected nowhere; every other produced offset must be stored.
     """
 
     def __init__(
@@ -374,9 +378,15 @@ class CommitMonitor:
         scenario: Scenario,
         collections: dict[str, str],
         produced: dict[TP, list[int]] | PacedProducer,
+        dead_lettered: dict[TP, set[int]] | None = None,
+        filtered: dict[TP, set[int]] | None = None,
+        dead_letter_collection: str = "dead_letters",
     ) -> None:
         self.scenario = scenario
         self.collections = collections  # topic -> collection
+        self.dead_lettered = dead_lettered or {}
+        self.filtered = filtered or {}
+        self.dead_letter_collection = dead_letter_collection
         self._live = produced if isinstance(produced, PacedProducer) else None
         if isinstance(produced, PacedProducer):
             tps = [(t, p) for t in scenario.topics for p in range(scenario.partitions)]
@@ -477,16 +487,29 @@ class CommitMonitor:
                 continue
             low = self.checked[tp]
             offsets = self.produced[tp]
-            expected = bisect.bisect_left(offsets, committed) - bisect.bisect_left(offsets, low)
-            stored = db[self.collections[tp[0]]].count_documents(
-                {"_id.topic": tp[0], "_id.partition": tp[1], "_id.offset": {"$gte": low, "$lt": committed}}
-            )
+            in_range = offsets[bisect.bisect_left(offsets, low) : bisect.bisect_left(offsets, committed)]
+            dead = {o for o in self.dead_lettered.get(tp, ()) if low <= o < committed}
+            skipped = {o for o in self.filtered.get(tp, ()) if low <= o < committed}
+            expected = len(in_range) - len(dead) - len(skipped & set(in_range))
+            where = {
+                "_id.topic": tp[0],
+                "_id.partition": tp[1],
+                "_id.offset": {"$gte": low, "$lt": committed},
+            }
+            stored = len(db[self.collections[tp[0]]].distinct("_id.offset", where))
             self.ranges_checked += 1
             if stored < expected:
                 self.violations.append(
                     f"{tp[0]}[{tp[1]}]: committed {committed} but only {stored}/{expected} messages in "
                     f"[{low}, {committed}) are stored"
                 )
+            if dead:
+                lettered = set(db[self.dead_letter_collection].distinct("_id.offset", where))
+                if not dead <= lettered:
+                    self.violations.append(
+                        f"{tp[0]}[{tp[1]}]: committed {committed} but dead letters "
+                        f"{sorted(dead - lettered)[:5]} in [{low}, {committed}) are not durable"
+                    )
             self.checked[tp] = committed
         self.cycles += 1
 
