@@ -16,7 +16,7 @@ Workloads (GET /api/ohlc/PETR4): `page` is what the chart page asks (1m bars of 
 ticks aggregated), `recent` 1m bars of the last 30 minutes (3,600 ticks), `day` 1h bars of the last 24 hours
 (172,800 ticks), `all` 1d bars of the whole history (every tick of the symbol); and `healthz` (GET /healthz,
 no MongoDB), the control: what the HTTP stack itself answers on this machine. The default is
-`healthz,recent,page`: on the SecantusDB test server, which aggregates about 6,000 documents a second,
+`healthz,recent,page`: on the SecantusDB test server, which aggregates a few thousand documents a second,
 `day` takes ~30 s a request and `all` minutes. A run lasts `--duration` seconds and at least
 `--min-requests` answered requests (at most ten times the duration).
 
