@@ -178,6 +178,10 @@ def _store(settings: Settings, db: Db) -> DeadLetterStore:
     return DeadLetterStore(db, name, WriteConcern(w=wc.w, j=wc.j, wtimeout=wc.wtimeout_ms or None))
 
 
+def _letters_count(count: int) -> str:
+    return f"{count:,} dead letter{'' if count == 1 else 's'}"
+
+
 # ---- list -------------------------------------------------------------------------------------------------
 
 
@@ -205,7 +209,7 @@ def dlq_list(args: argparse.Namespace) -> int:
         if args.format == "table" and rows:
             total = sum(r["letters"] for r in rows)
             pending = sum(r["pending"] for r in rows)
-            print(f"{total:,} dead letters, {pending:,} pending")
+            print(f"{_letters_count(total)}, {pending:,} pending")
         return 0
 
     return with_database(args, body)
@@ -464,7 +468,7 @@ class _ResultWriter:
         order = ("stored", "would_store", "already_stored", "filtered", "failed", "reused", "skipped")
         summary = ", ".join(f"{counts[o]:,} {o}" for o in order if counts.get(o))
         what = "dry run: nothing written; " if dry_run else ""
-        line = f"{what}{len(results):,} dead letters ({selection}): {summary or 'none pending'}"
+        line = f"{what}{_letters_count(len(results))} ({selection}): {summary or 'none pending'}"
         if rejected:
             line += f"; {len(rejected):,} not valid dead letters"
         if self.fmt != "table":
@@ -522,11 +526,11 @@ def dlq_purge(args: argparse.Namespace) -> int:
         if not args.confirm:
             count = store.count(selection)
             raise UsageError(
-                f"not deleting: {count:,} dead letters in {where} match ({selection.describe()}); "
+                f"not deleting: {_letters_count(count)} in {where} match ({selection.describe()}); "
                 "add --confirm to delete them"
             )
         deleted = store.purge(selection)
-        print(f"deleted {deleted:,} dead letters from {where} ({selection.describe()})")
+        print(f"deleted {_letters_count(deleted)} from {where} ({selection.describe()})")
         return 0
 
     return with_database(args, body)

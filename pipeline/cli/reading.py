@@ -73,8 +73,9 @@ def price_text(value: float | Decimal | None) -> str:
     JSON and CSV carry the stored value exactly (a Decimal128 price with exactly its digits)."""
     if value is None:
         return "-"
-    cents = round(value, 2)  # (a Decimal rounds to a Decimal)
-    if abs(value - cents) < 1e-9:  # type: ignore[operator]
+    if isinstance(value, Decimal):  # exact: whole cents with two decimals, anything else with every digit
+        return f"{value:,.2f}" if value == round(value, 2) else f"{value:,f}"
+    if abs(value - round(value, 2)) < 1e-9:
         return f"{value:,.2f}"
     return f"{value:,.6f}".rstrip("0")
 

@@ -167,7 +167,11 @@ def _print_summary(console: Console, settings: Settings) -> None:
         )
     finally:
         client.close()
-    table = Table(title=f"ticks stored in MongoDB database {settings.mongo.database!r} ({MARKET_ZONE.key})")
+    days = sorted({t.astimezone(MARKET_ZONE).date() for s in stats for t in (s.first_ts, s.last_ts)})
+    span = " to ".join(sorted({days[0].isoformat(), days[-1].isoformat()})) if days else ""
+    table = Table(
+        title=f"ticks stored in MongoDB database {settings.mongo.database!r}, {span} ({MARKET_ZONE.key})"
+    )
     for column in ("symbol", "collection", "count", "first", "last", "last price", "avg price"):
         table.add_column(
             column, justify="right" if column in ("count", "last price", "avg price") else "left"
@@ -177,8 +181,8 @@ def _print_summary(console: Console, settings: Settings) -> None:
             s.symbol,
             s.collection,
             f"{s.count:,}",
-            s.first_ts.astimezone(MARKET_ZONE).strftime("%Y-%m-%d %H:%M:%S"),
-            s.last_ts.astimezone(MARKET_ZONE).strftime("%Y-%m-%d %H:%M:%S"),
+            s.first_ts.astimezone(MARKET_ZONE).strftime("%H:%M:%S"),
+            s.last_ts.astimezone(MARKET_ZONE).strftime("%H:%M:%S"),
             f"{s.last_price:.2f}",
             f"{s.avg_price:.2f}",
         )
