@@ -635,3 +635,34 @@ def test_the_listening_socket_is_tcp_so_responses_are_not_delayed() -> None:
         client.close()
     finally:
         sock.close()
+
+
+def test_decimal128_prices_keep_every_digit(servers: Servers) -> None:
+    """A Decimal128 price (and OHLC/VWAP computed from such prices) is a JSON number with exactly its
+    digits, as `pipeline query --format json` writes it, never a rounded double or a string."""
+    from bson.decimal128 import Decimal128
+
+    name = unique("ddb").replace("-", "_")
+    prices = ["38.123456789012345678", "38.10", "38.200000000000000001"]
+    with MongoClient(servers.mongo_uri) as mongo:
+        db = mongo[name]
+        try:
+            db["dec"].create_index([("symbol", 1), ("ts", 1)], name=q.TICK_INDEX_NAME)
+            docs = [stored_doc("dec", 0, i, "DECI3", BASE + timedelta(seconds=i), 1.0, 100) for i in range(3)]
+            for doc, price in zip(docs, prices, strict=True):
+                doc["price"] = Decimal128(price)
+            db["dec"].insert_many(docs)
+            settings = Settings(mongo={"uri": servers.mongo_uri, "database": name}, kafka={"topics": ["dec"]})
+            with TestClient(create_app(settings)) as client:
+                text = client.get("/api/ticks/DECI3", params={"order": "oldest_first"}).text
+                for price in prices:
+                    assert f'"price":{price}' in text
+                assert json.loads(text)["ticks"][0]["ts"] == "2026-01-05T13:00:00.000Z"
+                bars = client.get("/api/ohlc/DECI3", params={"interval": "1h"})
+                assert bars.status_code == 200, bars.text
+                assert f'"open":{prices[0]}' in bars.text and f'"close":{prices[2]}' in bars.text
+                assert f'"high":{prices[2]}' in bars.text and '"low":38.10' in bars.text
+                latest = client.get("/api/latest").text
+                assert f'"price":{prices[2]}' in latest
+        finally:
+            mongo.drop_database(name)

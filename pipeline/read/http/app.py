@@ -20,8 +20,9 @@ import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -46,6 +47,7 @@ from pipeline.read.http.schemas import (
     Symbols,
     TickOut,
     TickPage,
+    to_json,
 )
 from pipeline.read.query import (
     CollectionResolver,
@@ -97,6 +99,12 @@ ERROR_CODES: list[tuple[type[Exception], str]] = [
 
 def error_code(exc: Exception) -> str:
     return next(code for kind, code in ERROR_CODES if isinstance(exc, kind))
+
+
+def exact(model: BaseModel) -> Response:
+    """The response of a model, its Decimal prices with exactly their digits (see schemas.to_json); the
+    route's response_model still documents it."""
+    return Response(to_json(model), media_type="application/json")
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -273,9 +281,9 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
     @api.get(
         "/symbols", response_model=Symbols, summary="Symbols with stored ticks", responses=errors(401, 503)
     )
-    def symbols() -> Symbols:
+    def symbols() -> Response:
         db = service.db()
-        return Symbols(database=db.name, symbols=[t.symbol for t in latest(db, service.resolver())])
+        return exact(Symbols(database=db.name, symbols=[t.symbol for t in latest(db, service.resolver())]))
 
     @api.get(
         "/ticks/{symbol}",
@@ -304,7 +312,7 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
                 json_schema_extra={"pattern": CURSOR_PATTERN},
             ),
         ] = None,
-    ) -> TickPage:
+    ) -> Response:
         name = service.symbol(symbol)
         lo, hi = time_range(start, end)
         direction: Order = order or ("newest_first" if lo is None else "oldest_first")
@@ -324,13 +332,15 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
         )
         page_ticks = found[:size]
         more = len(found) > size
-        return TickPage(
-            symbol=name,
-            order=direction,
-            from_=lo,
-            to=hi,
-            ticks=[TickOut.of(t) for t in page_ticks],
-            next_cursor=cursor.encode(name, direction, page_ticks[-1]) if more else None,
+        return exact(
+            TickPage(
+                symbol=name,
+                order=direction,
+                from_=lo,
+                to=hi,
+                ticks=[TickOut.of(t) for t in page_ticks],
+                next_cursor=cursor.encode(name, direction, page_ticks[-1]) if more else None,
+            )
         )
 
     @api.get(
@@ -361,7 +371,7 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
                 json_schema_extra={"pattern": ZONE_PATTERN},
             ),
         ] = None,
-    ) -> Bars:
+    ) -> Response:
         name = service.symbol(symbol)
         size = check_interval(interval)
         align = parse_zone(align_tz) if align_tz else None
@@ -375,13 +385,15 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
                 "narrow the range (from, to) or use a larger interval"
             )
         zone = None if align is None or align.key in ("UTC", "Etc/UTC") else align.key
-        return Bars(
-            symbol=name,
-            interval=size,
-            align_tz=zone,
-            from_=lo,
-            to=hi,
-            bars=[BarOut.of(b) for b in found],
+        return exact(
+            Bars(
+                symbol=name,
+                interval=size,
+                align_tz=zone,
+                from_=lo,
+                to=hi,
+                bars=[BarOut.of(b) for b in found],
+            )
         )
 
     @api.get(
@@ -390,12 +402,12 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
         responses=errors(*QUERY_ERRORS),
         summary="Per symbol: count, first/last tick, last and average price, volume",
     )
-    def statistics(symbol: Annotated[list[str] | None, SYMBOLS] = None) -> Stats:
+    def statistics(symbol: Annotated[list[str] | None, SYMBOLS] = None) -> Response:
         wanted = {service.symbol(s) for s in symbol or []}
         db, resolver = service.db(), service.resolver()
         rows = [r for r in stats(db, resolver) if not wanted or r.symbol in wanted]
         _all_found(resolver, wanted, {r.symbol for r in rows})
-        return Stats(database=db.name, stats=[StatsOut.of(r) for r in rows])
+        return exact(Stats(database=db.name, stats=[StatsOut.of(r) for r in rows]))
 
     @api.get(
         "/latest",
@@ -403,12 +415,12 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
         summary="The newest tick of each symbol",
         responses=errors(*QUERY_ERRORS),
     )
-    def newest(symbol: Annotated[list[str] | None, SYMBOLS] = None) -> Latest:
+    def newest(symbol: Annotated[list[str] | None, SYMBOLS] = None) -> Response:
         wanted = {service.symbol(s) for s in symbol or []}
         db, resolver = service.db(), service.resolver()
         rows = [t for t in latest(db, resolver) if not wanted or t.symbol in wanted]
         _all_found(resolver, wanted, {t.symbol for t in rows})
-        return Latest(database=db.name, ticks=[TickOut.of(t) for t in rows])
+        return exact(Latest(database=db.name, ticks=[TickOut.of(t) for t in rows]))
 
     @api.get(
         "/status",
@@ -497,6 +509,14 @@ def _all_found(resolver: CollectionResolver, wanted: set[str], found: set[str]) 
         raise UnknownSymbol(resolver.unknown_message(missing[0]))
 
 
+class LiveEvent(BaseModel):
+    """The data of an `event: ticks` message."""
+
+    symbol: str
+    latest: TickOut | None
+    stored: int
+
+
 class LiveTicks:
     """One live stream: the symbol's collections, their estimated counts and the newest tick."""
 
@@ -541,9 +561,9 @@ class LiveTicks:
         return True
 
     def message(self) -> bytes:
-        latest_tick = TickOut.of(self.newest).model_dump(mode="json") if self.newest else None
-        data = {"symbol": self.symbol, "latest": latest_tick, "stored": sum(self.counts.values())}
-        return b"event: ticks\ndata: " + orjson.dumps(data) + b"\n\n"
+        latest_tick = TickOut.of(self.newest) if self.newest else None
+        event = LiveEvent(symbol=self.symbol, latest=latest_tick, stored=sum(self.counts.values()))
+        return b"event: ticks\ndata: " + to_json(event) + b"\n\n"
 
     async def stream(self, request: Request, metrics: HttpMetrics, poll_s: float) -> AsyncIterator[bytes]:
         metrics.live_streams.inc()

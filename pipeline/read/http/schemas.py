@@ -1,11 +1,15 @@
 """The JSON shapes of the HTTP API (pydantic models: they validate every response and make the OpenAPI
-document). Times are ISO-8601 in UTC; prices are the stored doubles, exactly."""
+document). Times are ISO-8601 in UTC with milliseconds; prices are exactly as stored: a double as the
+shortest decimal that reads back as it, a Decimal128 price (and what MongoDB computes from such prices) as a
+JSON number with exactly its digits, as `pipeline query --format json` writes them (`to_json`)."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from pipeline.read.query import Bar, SymbolStats, Tick
@@ -20,9 +24,22 @@ def _iso(ts: datetime) -> str:
 # A UTC instant in JSON: ISO-8601 with milliseconds and Z (2026-01-05T13:00:00.037Z), as stored.
 Time = Annotated[
     datetime,
-    PlainSerializer(_iso, return_type=str, when_used="json"),
+    PlainSerializer(_iso, return_type=str),
     WithJsonSchema({"type": "string", "format": "date-time"}),
 ]
+# A price: a float (a stored double) or a Decimal (a Decimal128 price), a JSON number either way.
+Price = Annotated[float | Decimal, WithJsonSchema({"type": "number"})]
+
+
+def _exact(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return orjson.Fragment(str(value))  # a JSON number with exactly the Decimal's digits
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def to_json(model: BaseModel) -> bytes:
+    """The model as JSON, Decimal prices with exactly their digits (pydantic would make them strings)."""
+    return orjson.dumps(model.model_dump(mode="python", by_alias=True), default=_exact)
 
 
 class _Out(BaseModel):
@@ -39,7 +56,7 @@ class ErrorBody(_Out):
 class TickOut(_Out):
     symbol: str
     ts: Time = Field(description="The tick's time (UTC, millisecond precision).")
-    price: float
+    price: Price
     volume: int
     topic: str = Field(description="Kafka coordinates of the tick: topic, partition, offset.")
     partition: int
@@ -74,13 +91,13 @@ class TickPage(_Out):
 
 class BarOut(_Out):
     start: Time = Field(description="Bar start (UTC); the bar holds start <= ts < start + interval.")
-    open: float = Field(description="Price of the first tick of the bar in the tick order.")
-    high: float
-    low: float
-    close: float = Field(description="Price of the last tick of the bar in the tick order.")
+    open: Price = Field(description="Price of the first tick of the bar in the tick order.")
+    high: Price
+    low: Price
+    close: Price = Field(description="Price of the last tick of the bar in the tick order.")
     volume: int
     trades: int = Field(description="Number of ticks in the bar.")
-    vwap: float | None = Field(description="sum(price * volume) / sum(volume); null when the volume is 0.")
+    vwap: Price | None = Field(description="sum(price * volume) / sum(volume); null when the volume is 0.")
     first_ts: Time
     last_ts: Time
 
@@ -117,8 +134,8 @@ class StatsOut(_Out):
     count: int
     first_ts: Time
     last_ts: Time
-    last_price: float = Field(description="Price of the last tick in the tick order.")
-    avg_price: float
+    last_price: Price = Field(description="Price of the last tick in the tick order.")
+    avg_price: Price
     total_volume: int
 
     @classmethod
