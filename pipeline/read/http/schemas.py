@@ -189,6 +189,13 @@ class Status(_Open):
     kafka: str
     mongo: str = Field(description="The MongoDB URI, password masked.")
     database: str
+    group_protocol: str | None = Field(
+        None, description="As the broker describes the group: `classic` or `consumer` (KIP-848); null: none."
+    )
+    group_protocol_configured: str | None = Field(None, description="`kafka.group_protocol` of this service.")
+    group_state: str | None = Field(None, description="The group's state (`stable`, `empty`, `dead`, ...).")
+    group_members: int | None = None
+    group_description_error: str | None = Field(None, description="Why the broker could not describe it.")
     end_offset_source: str
     end_offsets_reliable: bool
     topics: list[TopicOut]
