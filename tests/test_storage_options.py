@@ -12,12 +12,18 @@ import pytest
 from pipeline.ops.config import ConfigError, load_settings
 from tests.harness import Scenario, reset_group_offsets, stored_ids, thread_worker, wait_for
 
-pytestmark = pytest.mark.servers
+pytestmark = [pytest.mark.servers, pytest.mark.write_path]
 
 
 def _run_until_committed(sc: Scenario, settings: Any, ends: dict[tuple[str, int], int]) -> Any:
     with thread_worker(settings) as runner:
-        wait_for(lambda: sc.committed(list(ends)) == ends, timeout=180, interval=0.5, what="all committed")
+        wait_for(
+            lambda: runner.worker.error is not None or sc.committed(list(ends)) == ends,
+            timeout=180,
+            interval=0.5,
+            what="all committed",
+        )
+        assert runner.worker.error is None, f"the worker stopped on: {runner.worker.error}"
         assert runner.stop() == 0
     return runner.worker.totals
 
@@ -89,6 +95,7 @@ def test_latest_only_write_model_keeps_one_document_per_symbol(
     assert latest[0]["price"] == 3.0 and latest[0]["ts"].replace(tzinfo=UTC) == base + timedelta(seconds=3)
 
 
+@pytest.mark.needs_mongo("timeseries")
 def test_timeseries_collection_is_created_and_stays_idempotent_without_a_unique_id(
     make_scenario: Callable[..., Scenario],
 ) -> None:

@@ -7,7 +7,7 @@ import signal
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from pipeline.cli.common import add_config_option, settings_from
+from pipeline.cli.common import add_config_option, fail, settings_from
 from pipeline.ops.logs import get_logger
 
 if TYPE_CHECKING:
@@ -59,7 +59,10 @@ def run(args: argparse.Namespace) -> int:
     if early:
         log.info("stopping before the worker started", signal=signal.Signals(early[0]).name)
         worker.request_stop()
-    return worker.run()
+    code = worker.run()
+    if worker.error is not None:  # the log has it too; the operator's terminal gets one line
+        return fail(str(worker.error), code)
+    return code
 
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from pymongo import ASCENDING, MongoClient, UpdateOne, WriteConcern
+from pymongo import ASCENDING, MongoClient, WriteConcern
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
 from pymongo.database import Database
@@ -27,13 +27,13 @@ from pymongo.errors import (
     InvalidOperation,
     OperationFailure,
     PyMongoError,
+    WriteConcernError,
 )
 from pymongo.read_concern import ReadConcern
 
 from pipeline.clients.mongo import make_client
 from pipeline.core.codec import TICK_INDEX, TICK_INDEX_NAME
 from pipeline.core.errors import (
-    DUPLICATE_KEY_CODES,
     TRANSIENT_MONGO_CODES,
     FatalError,
     StartupError,
@@ -242,32 +242,31 @@ class MongoSink:
             current = newest.get(doc["symbol"])
             if current is None or _order(doc) > _order(current):
                 newest[doc["symbol"]] = doc
-        ops = [_latest_update(symbol, doc) for symbol, doc in newest.items()]
+        coll = self.collection(self.config.latest_collection)
         updated = 0
-        # Two writers inserting the same new symbol at once: one gets a duplicate key. Its update is sent
-        # once more: then the document exists, and the condition alone decides.
-        for _ in range(2):
-            if not ops:
-                break
-            try:
-                result = self.collection(self.config.latest_collection).bulk_write(ops, ordered=False)
-                return updated + result.upserted_count + result.modified_count
-            except BulkWriteError as exc:
-                details = exc.details
-                if (wc := write_concern_error(details)) is not None:
+        # One update per symbol (a batch holds few symbols). Not one bulk_write: FerretDB's reply to a bulk
+        # update can lack nModified, on which pymongo's bulk merge fails after the server applied it.
+        for symbol, doc in newest.items():
+            query, change = _latest_update(symbol, doc)
+            # Two writers inserting the same new symbol at once: one gets a duplicate key. Its update is sent
+            # once more: then the document exists, and the condition alone decides.
+            for attempt in range(2):
+                try:
+                    result = coll.update_one(query, change, upsert=True)
+                except DuplicateKeyError:
+                    if attempt == 0:
+                        continue
+                    break  # the stored tick is as new or newer: nothing to do
+                except WriteConcernError as exc:
                     raise TransientError(
-                        f"write concern not satisfied on the latest collection: {wc}"
+                        f"write concern not satisfied on the latest collection: {exc}"
                     ) from None
-                updated += int(details.get("nUpserted", 0)) + int(details.get("nModified", 0))
-                errors = details.get("writeErrors", [])
-                others = [e for e in errors if e.get("code") not in DUPLICATE_KEY_CODES]
-                if any(e.get("code") in TRANSIENT_MONGO_CODES for e in others):
-                    raise TransientError(f"latest collection: {others[0].get('errmsg')}") from None
-                if others:
-                    raise FatalError(
-                        f"latest collection rejected an update: {others[0].get('errmsg')}"
-                    ) from None
-                ops = [ops[int(e["index"])] for e in errors]
+                except OperationFailure as exc:
+                    if exc.code in TRANSIENT_MONGO_CODES:
+                        raise TransientError(f"latest collection: {describe(exc)}") from None
+                    raise FatalError(f"latest collection rejected an update: {describe(exc)}") from None
+                updated += 1 if result.upserted_id is not None else int(result.modified_count or 0)
+                break
         return updated
 
     # ---- the topics a collection holds ---------------------------------------------------------------
@@ -317,7 +316,7 @@ def _order(doc: Mapping[str, Any]) -> tuple[Any, ...]:
     return (doc["ts"], _id["partition"], _id["offset"], _id["topic"])
 
 
-def _latest_update(symbol: str, doc: Mapping[str, Any]) -> UpdateOne:
+def _latest_update(symbol: str, doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     ts, source = doc["ts"], doc["_id"]
     partition, offset, topic = source["partition"], source["offset"], source["topic"]
     older = [
@@ -334,4 +333,4 @@ def _latest_update(symbol: str, doc: Mapping[str, Any]) -> UpdateOne:
         "source": source,
         "updated_at": doc["ingested_at"],
     }
-    return UpdateOne({"_id": symbol, "$or": older}, {"$set": fields}, upsert=True)
+    return {"_id": symbol, "$or": older}, {"$set": fields}

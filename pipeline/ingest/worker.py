@@ -24,7 +24,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from pipeline.clients.deadletters import DEFAULT_RECORD_LIMIT, DeadLetterWriter
 from pipeline.clients.kafka import producer_config
 from pipeline.clients.sink import MongoSink
-from pipeline.clients.source import CommitFailed, KafkaSource
+from pipeline.clients.source import PRODUCER_ACLS, CommitFailed, KafkaSource, RefusalWatch
 from pipeline.clients.topic_checks import TopicChecker
 from pipeline.core.batching import BatchBuilder
 from pipeline.core.coordinates import TP, format_partitions
@@ -80,6 +80,8 @@ class Worker:
         self.converter = Converter(self.router, self.gate.epoch, settings.errors.tolerance)
         self.builder = BatchBuilder(settings.batch.max_messages, settings.batch.max_wait_ms / 1000)
         self._dlq_producer: Producer | None = None
+        # The dead-letter producer's own refusals (no permission on its topic, or the cluster's): fatal.
+        self._dlq_watch = RefusalWatch(settings.kafka, self.source.redact, needs=PRODUCER_ACLS)
         self.dead_letters = self._dead_letter_writer()
         self.writer = WritePool(
             self.sink,
@@ -108,6 +110,11 @@ class Worker:
         self._last_lag = 0.0
         self._writer_progress = time.monotonic()
         self._caught_up = False
+
+    @property
+    def error(self) -> PipelineError | None:
+        """What the worker stopped on (the first error), if it did."""
+        return self._error
 
     @property
     def totals(self) -> Totals:
@@ -221,8 +228,9 @@ class Worker:
         now = time.monotonic()
         self.health.beat()
         self.health.kafka_ok = not self.source.brokers_down
-        if self.source.fatal is not None:
-            self._fail(self.source.fatal)
+        fatal = self.source.fatal or self._dlq_watch.refusal
+        if fatal is not None:
+            self._fail(fatal)
             return
         self._collect_completions()
         self._commit(now)
@@ -325,6 +333,7 @@ class Worker:
         limit = DEFAULT_RECORD_LIMIT
         if dl.topic:
             conf = producer_config(self.settings.kafka, {"linger.ms": 5})
+            conf["error_cb"] = self._dlq_watch
             limit = int(conf.get("message.max.bytes", DEFAULT_RECORD_LIMIT))
             try:
                 self._dlq_producer = Producer(conf)
