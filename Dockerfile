@@ -22,8 +22,8 @@ COPY pyproject.toml README.md ./
 COPY pipeline/ pipeline/
 RUN python -m venv /opt/venv \
     && /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
-    && /opt/venv/bin/pip install /wheels/tickpipe-*.whl \
-    && /opt/venv/bin/python -c "import pipeline.cli, confluent_kafka, pymongo, pydantic" \
+    && /opt/venv/bin/pip install "$(ls /wheels/tickpipe-*.whl)[http]" \
+    && /opt/venv/bin/python -c "import pipeline.cli, confluent_kafka, pymongo, pydantic, fastapi, uvicorn" \
     && /opt/venv/bin/pipeline --help > /dev/null
 
 # ---- runtime: the same slim base, the virtualenv, an unprivileged user -----------------------------------

@@ -235,12 +235,6 @@ def test_a_token_for_the_web_service_comes_from_the_environment(monkeypatch: pyt
     assert env["PIPELINE_HTTP__TOKEN"] == "s3cr3t-token"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the Dockerfile installs tickpipe without the http extra (fastapi, uvicorn, plotly): `pipeline "
-    'serve` in the image needs `pip install "$(ls /wheels/tickpipe-*.whl)[http]"`; the Dockerfile is '
-    "outside this change (issue 14: for the lead). Strict: this fails once the Dockerfile installs it.",
-)
 def test_the_image_has_what_the_web_service_needs(stages: list[rules.Stage]) -> None:
     assert rules.installs_extra(stages, "http")
 

@@ -96,16 +96,18 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
     if value.lower() == "now":
         return now
     match = _RELATIVE.match(value)
-    if match:
-        return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
     try:
+        if match:
+            return now - timedelta(**{_UNITS[match.group(2)]: float(match.group(1))})
         parsed = datetime.fromisoformat(value)
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
     except ValueError:
         raise InvalidTime(
             f"invalid time {text!r}: use ISO-8601 (2026-01-05T13:00:00, naive = UTC; "
             "2026-01-05T10:00:00-03:00) or a relative time (-15m, -1h, -2d)"
         ) from None
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError:  # -99999999999w, or year 1 at +01:00: before year 1 or after 9999
+        raise InvalidTime(f"invalid time {text!r}: outside the years 1 to 9999 (UTC)") from None
 
 
 # IANA names: Region/City, Etc/GMT+3, UTC. Never a '$' (a field path in an aggregation expression).
