@@ -99,11 +99,6 @@ def test_a_feed_dead_lettered_before_its_mapping_is_replayed_once_mapped(
     assert [(t["price"], t["volume"]) for t in ticks] == [(62.0 + i / 100, 100 + i) for i in range(5)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="per-topic topics.<topic>.fields/ts_format need pipeline/ingest/routing.py to build each tick "
-    "route's decoder from Settings.tick_schema(topic) (asked of the lead); global tick.fields works",
-)
 def test_the_router_applies_a_topics_own_mapping() -> None:
     settings = Settings(topics={"vale3": {"fields": {"symbol": "ticker"}, "ts_format": "epoch_ms"}})
     decode = Router(settings).route("vale3").decode

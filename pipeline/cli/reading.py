@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.cli.common import settings_from
+from pipeline.read.jsonout import exact_number
 
 if TYPE_CHECKING:
     from pipeline.ops.config import Settings
@@ -100,14 +101,6 @@ def _plain(value: Any, zone: tzinfo) -> Any:
     return iso(value, zone) if isinstance(value, datetime) else value
 
 
-def _exact_number(value: Any) -> Any:
-    """JSON for a Decimal (a Decimal128 price, or a result computed from them): a number with exactly its
-    digits, never a rounded double."""
-    if isinstance(value, Decimal):
-        return orjson.Fragment(str(value))
-    raise TypeError(f"{type(value).__name__} is not JSON serializable")
-
-
 def stdout_console() -> Console:
     console = Console(highlight=False)
     if not console.is_terminal:
@@ -134,7 +127,7 @@ def emit(
     if fmt == "json":
         for row in rows:
             record = {c.key: _plain(row[c.key], zone) for c in columns}
-            stream.write(orjson.dumps(record, default=_exact_number).decode() + "\n")
+            stream.write(orjson.dumps(record, default=exact_number).decode() + "\n")
             count += 1
         return count
     if fmt == "csv":

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from bson.decimal128 import Decimal128
 from pymongo import ASCENDING, MongoClient, WriteConcern
 from pymongo.client_session import ClientSession
 from pymongo.collection import Collection
@@ -268,6 +269,26 @@ class MongoSink:
                 updated += 1 if result.upserted_id is not None else int(result.modified_count or 0)
                 break
         return updated
+
+    def check_decimal128(self) -> None:
+        """Start-up, with `tick.price_type: decimal128`: prove the server stores Decimal128 values (FerretDB
+        1.x drops the connection on one), or raise ConfigurationRefused naming the setting."""
+        probe = self.db.get_collection(SOURCES_COLLECTION)
+        last: Exception | None = None
+        for _ in range(2):  # once more, so that a passing network blip is not taken for the server's answer
+            try:
+                probe.insert_one({"_id": "decimal128-probe", "price": Decimal128("1.5")})
+                probe.delete_one({"_id": "decimal128-probe"})
+                return
+            except DuplicateKeyError:
+                probe.delete_one({"_id": "decimal128-probe"})
+                return
+            except PyMongoError as exc:
+                last = exc
+        raise ConfigurationRefused(
+            f"MongoDB at {self.where} cannot store Decimal128 values, which tick.price_type decimal128 "
+            f"needs: {self.redact(describe(last)) if last else 'refused'}; use price_type double with it"
+        )
 
     # ---- the topics a collection holds ---------------------------------------------------------------
     def verify_source(self, collection: str, topic: str, identity: TopicIdentity) -> None:

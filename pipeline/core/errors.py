@@ -17,7 +17,6 @@ from pymongo.errors import (
     ExecutionTimeout,
     OperationFailure,
     PyMongoError,
-    ServerSelectionTimeoutError,
     WriteConcernError,
     WTimeoutError,
 )
@@ -150,7 +149,7 @@ def describe(exc: BaseException) -> str:
     if error is not None:
         return f"{error.name()}: {error.str()}"
     text = str(exc).splitlines()[0] if str(exc) else ""
-    if isinstance(exc, ServerSelectionTimeoutError):
+    if isinstance(exc, ConnectionFailure):
         # Keep the cause, drop pymongo's timeout settings and topology dump.
         text = _TOPOLOGY_NOISE.sub("", text.split(", Timeout:")[0])
     if isinstance(exc, OperationFailure):

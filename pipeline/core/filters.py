@@ -17,6 +17,7 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -127,7 +128,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _comparable(a: Any, b: Any) -> bool:
-    numbers = (int, float)
+    # Decimal: exact prices (tick.price_type decimal128) compare exactly with int, float and Decimal values.
+    numbers = (int, float, Decimal)
     if isinstance(a, bool) or isinstance(b, bool):
         return False
     return (isinstance(a, numbers) and isinstance(b, numbers)) or (isinstance(a, str) and isinstance(b, str))

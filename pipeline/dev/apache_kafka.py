@@ -186,7 +186,12 @@ def ensure_mongo_connector(log: Callable[[str], None] = lambda _m: None) -> Path
 
 
 def new_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """16 random bytes, URL-safe base64 without padding; never starting with '-', which the storage tool's
+    argument parser would take for an option."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 # ---- security material --------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.codec import DataError, Decoder, TickSchema, decode_raw, make_tick_decoder
+from pipeline.core.codec import DataError, Decoder, decode_raw, make_tick_decoder
 from pipeline.core.filters import Predicate, compile_filter
 from pipeline.core.naming import NameError_, is_topic_pattern
 from pipeline.core.storage import CollectionPlan, TimeSeries
@@ -32,7 +32,7 @@ class Router:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._collections = settings.collection_router()
-        self._tick_decoder = make_tick_decoder(TickSchema(**settings.tick.model_dump()))
+        self._tick_decoder = make_tick_decoder(settings.tick_schema())  # topics without their own mapping
         self._routes: dict[str, Route] = {}
         # collection -> how it is written; read by the writer threads (entries are added, never changed).
         self.plans: dict[str, CollectionPlan] = {}
@@ -51,7 +51,12 @@ class Router:
 
     def _resolve(self, topic: str) -> Route:
         options = self.settings.topic_options(topic)
-        decode: Decoder = decode_raw if options.format == "raw" else self._tick_decoder
+        if options.format == "raw":
+            decode: Decoder = decode_raw
+        elif options.fields or options.ts_format is not None:  # this topic's own mapping
+            decode = make_tick_decoder(self.settings.tick_schema(topic))
+        else:
+            decode = self._tick_decoder
         try:
             collection = self._collections.collection_for(topic)
         except NameError_ as exc:

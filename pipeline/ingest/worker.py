@@ -171,6 +171,8 @@ class Worker:
         self.health.kafka_ok = True
         # Creating the indexes now also proves we may write there (authorization), before consuming anything.
         self.sink.prepare(self.router.fixed_plans())
+        if self.settings.tick.price_type == "decimal128":
+            self.sink.check_decimal128()
         self._check_topics([t for t in self.settings.kafka.topics if not is_topic_pattern(t)])
         if self._serve_metrics:
             m = self.settings.metrics

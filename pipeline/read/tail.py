@@ -28,11 +28,12 @@ from confluent_kafka import (
 )
 
 from pipeline.clients.kafka import QUIET_LOGGER, heartbeat_interval_ms
-from pipeline.core.codec import DataError, Decoder, TickSchema, decode_raw, make_tick_decoder
+from pipeline.core.codec import DataError, Decoder, decode_raw, make_tick_decoder
 from pipeline.core.errors import PipelineError, describe
 from pipeline.core.naming import is_topic_pattern
 from pipeline.core.timefmt import EPOCH
 from pipeline.ops.config import Settings, TopicFormat
+from pipeline.read.jsonout import exact_number
 
 BAD_MARKER = "!!"
 RAW_LIMIT = 300
@@ -72,11 +73,31 @@ def _text(value: bytes | None) -> str | None:
     return None if value is None else value.decode("utf-8", "backslashreplace")
 
 
-def decoders(settings: Settings) -> dict[TopicFormat, Decoder]:
-    return {"tick": make_tick_decoder(TickSchema(**settings.tick.model_dump())), "raw": decode_raw}
+class TopicDecoders:
+    """Each topic's decoder, as the worker reads it: raw or tick, with the topic's own field mapping."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._tick = make_tick_decoder(settings.tick_schema())
+        self._own: dict[str, Decoder] = {}
+
+    def __call__(self, topic: str) -> Decoder:
+        options = self.settings.topic_options(topic)
+        if options.format == "raw":
+            return decode_raw
+        if not (options.fields or options.ts_format is not None):
+            return self._tick
+        decoder = self._own.get(topic)
+        if decoder is None:
+            decoder = self._own[topic] = make_tick_decoder(self.settings.tick_schema(topic))
+        return decoder
 
 
-def describe_message(message: Message, settings: Settings, decode: dict[TopicFormat, Decoder]) -> Shown:
+def decoders(settings: Settings) -> TopicDecoders:
+    return TopicDecoders(settings)
+
+
+def describe_message(message: Message, settings: Settings, decode: TopicDecoders) -> Shown:
     topic = str(message.topic())
     partition = int(message.partition() or 0)
     offset = int(message.offset() or 0)
@@ -86,7 +107,7 @@ def describe_message(message: Message, settings: Settings, decode: dict[TopicFor
     value = message.value()
     kind = settings.topic_options(topic).format
     try:
-        fields = decode[kind](value)
+        fields = decode(topic)(value)
     except DataError as exc:
         raw = "(null)" if value is None else escape(_text(value) or "")
         return Shown(topic, partition, offset, key, timestamp, None, "bad", f"{exc.kind}: {exc.message}", raw)
@@ -114,7 +135,14 @@ def format_json(shown: Shown, zone: tzinfo = UTC) -> str:
     else:
         assert shown.fields is not None
         record["value"] = {k: _jsonable(v, zone) for k, v in shown.fields.items()}
-    return orjson.dumps(record, default=str).decode()
+    return orjson.dumps(record, default=_json_default).decode()
+
+
+def _json_default(value: Any) -> Any:
+    try:
+        return exact_number(value)  # a Decimal128 price: exactly its digits
+    except TypeError:
+        return str(value)
 
 
 class TextFormatter:

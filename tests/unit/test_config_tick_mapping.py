@@ -82,11 +82,6 @@ def test_mapping_from_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path:
             "tick:\n  fields: {price: last}\ntopics:\n  petr4:\n    fields: {volume: last}\n",
             "topics.petr4.fields (with tick.fields): price and volume are both read from 'last'",
         ),
-        (
-            "tick:\n  price_type: decimal128\ntopics:\n  petr4:\n"
-            "    filter: {any: [{field: price, op: gte, value: 10}]}\n",
-            "topics.petr4.filter compares price with gt/gte/lt/lte",
-        ),
     ],
 )
 def test_bad_tick_keys_are_one_line_each_naming_the_key(

@@ -337,3 +337,14 @@ def test_empty_specs_are_rejected(spec: dict[str, Any]) -> None:
 def test_nested_invalid_condition_is_rejected() -> None:
     messages = validation_messages({"all": [{"any": [{"field": "s", "op": "matches", "value": "["}]}]})
     assert "invalid regular expression '['" in messages
+
+
+def test_exact_decimal_prices_compare_exactly_with_numbers() -> None:
+    """tick.price_type decimal128 gives Decimal prices: ordering filters compare them exactly."""
+    from decimal import Decimal
+
+    keep = compiled({"field": "price", "op": "gte", "value": 10})
+    assert keep({"price": Decimal("10.00")}) and keep({"price": Decimal("10.01")})
+    assert not keep({"price": Decimal("9.999999999999999999")})
+    exact = compiled({"field": "price", "op": "lt", "value": 0.1})
+    assert exact({"price": Decimal("0.1")})  # 0.1 as a double is 0.1000000000000000055...: exact comparison

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pipeline.core.codec import SYMBOL_PATTERN, PriceType, TickSchema, TsFormat, check_field_mapping
-from pipeline.core.filters import AllOf, AnyOf, Condition, FilterSpec, NotOf
+from pipeline.core.filters import FilterSpec
 from pipeline.core.naming import (
     CollectionRouter,
     NameError_,
@@ -861,21 +861,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_tick_mappings(self) -> Settings:
-        """A topic's `fields` entries, merged with `tick.fields`, must still be one valid mapping; and with
-        decimal128 prices no filter may order prices (filters compare numbers as int/float only, so such a
-        filter would never match and its ticks would be counted as filtered, not stored)."""
+        """A topic's `fields` entries, merged with `tick.fields`, must still be one valid mapping."""
         for name, options in self.topics.items():
             if options.fields:
                 try:
                     check_field_mapping({**(self.tick.fields or {}), **options.fields})
                 except ValueError as exc:
                     raise ValueError(f"topics.{name}.fields (with tick.fields): {exc}") from None
-            decimal = self.tick.price_type == "decimal128"
-            if decimal and options.filter is not None and _orders_field(options.filter, "price"):
-                raise ValueError(
-                    f"topics.{name}.filter compares price with gt/gte/lt/lte, which filters cannot do on "
-                    "tick.price_type decimal128 prices yet: drop that condition or use double prices"
-                )
         return self
 
     def collection_router(self) -> CollectionRouter:
@@ -916,18 +908,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Precedence, highest first: init arguments, environment variables, the YAML file, defaults.
         return (init_settings, env_settings, YamlSource(settings_cls))
-
-
-def _orders_field(spec: Any, field: str) -> bool:
-    """Does a filter have an ordering condition (gt/gte/lt/lte) on `field`?"""
-    if isinstance(spec, Condition):
-        return spec.field == field and spec.op in ("gt", "gte", "lt", "lte")
-    if isinstance(spec, AllOf | AnyOf):
-        parts = spec.all if isinstance(spec, AllOf) else spec.any
-        return any(_orders_field(part, field) for part in parts)
-    if isinstance(spec, NotOf):
-        return _orders_field(spec.not_, field)
-    return False
 
 
 _DEFAULT_TOPIC_OPTIONS = TopicOptions()
