@@ -89,6 +89,11 @@ class Scenario:
         }
         env.update(self.extra_env)
         env.update(overrides)
+        if (
+            env.get("PIPELINE_KAFKA__GROUP_PROTOCOL") == "consumer"
+            and "PIPELINE_KAFKA__SESSION_TIMEOUT_MS" not in overrides
+        ):
+            del env["PIPELINE_KAFKA__SESSION_TIMEOUT_MS"]  # a broker setting under KIP-848: refused if set
         return env
 
     def settings(self, **sections: Any) -> Settings:
@@ -107,6 +112,10 @@ class Scenario:
         }
         for section, values in sections.items():
             base[section] = {**base.get(section, {}), **values}
+        if base["kafka"].get("group_protocol") == "consumer" and "session_timeout_ms" not in sections.get(
+            "kafka", {}
+        ):
+            del base["kafka"]["session_timeout_ms"]  # a broker setting under KIP-848: refused if set
         return Settings(**base)
 
     def create_topics(self, topics: list[str] | None = None, partitions: int | None = None) -> None:

@@ -90,7 +90,7 @@ def test_members_join_leave_and_die_under_the_consumer_protocol_while_mongodb_is
         PIPELINE_BATCH__MAX_MESSAGES="200",
         PIPELINE_WORKER__REBALANCE_TIMEOUT_S="5",
     )
-    env.pop("PIPELINE_KAFKA__SESSION_TIMEOUT_MS")  # the broker's group.consumer.session.timeout.ms
+    env.pop("PIPELINE_KAFKA__SESSION_TIMEOUT_MS", None)  # the broker's group.consumer.session.timeout.ms
     producer = PacedProducer(sc, 0, rate=400).start()  # until after the last membership change
     monitor = CommitMonitor(sc, {t: t for t in sc.topics}, producer).start()
     watch = OffsetWatch(sc)

@@ -9,6 +9,7 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from pipeline.clients.kafka import QUIET_LOGGER
 from pipeline.clients.source import RefusalWatch, wait_for_metadata
 from pipeline.core.errors import PipelineError, describe, kafka_error_of
 from pipeline.ops.config import KafkaConfig
@@ -21,7 +22,8 @@ class TopicInfo:
 
 
 def admin_client(kafka: KafkaConfig, watch: RefusalWatch | None = None) -> AdminClient:
-    conf: dict[str, Any] = dict(kafka.common_librdkafka())
+    # The commands using it report errors in one line (error_cb): librdkafka's log lines are dropped.
+    conf: dict[str, Any] = {**kafka.common_librdkafka(), "logger": QUIET_LOGGER}
     if watch is not None:
         conf["error_cb"] = watch
     try:

@@ -148,6 +148,32 @@ def wait_for_metadata(client: Any, watch: RefusalWatch, timeout_s: float, topic:
                 ) from None
 
 
+def check_group_access(
+    config: KafkaConfig, group_id: str, timeout_s: float, redact: Callable[[str], str] = lambda s: s
+) -> None:
+    """Raise the refusal (one line) if the broker denies us the consumer group `group_id`. Without an ACL on
+    a group, librdkafka only logs 'Group authorization failed' once and waits forever; the group coordinator
+    answers an admin request with GROUP_AUTHORIZATION_FAILED at once."""
+    from confluent_kafka.admin import AdminClient
+
+    from pipeline.clients.kafka import QUIET_LOGGER
+
+    try:
+        conf: dict[str, Any] = {**config.common_librdkafka(), "logger": QUIET_LOGGER}
+        admin = AdminClient(conf)
+        future = admin.describe_consumer_groups([group_id], request_timeout=timeout_s)
+        future[group_id].result(timeout=timeout_s + 1)
+    except KafkaException as exc:
+        error = kafka_error_of(exc)
+        if error is not None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            named = config.model_copy(update={"group_id": group_id})
+            refusal = kafka_refusal(error, named, redact)
+            if refusal is not None:
+                raise refusal from None
+    except Exception:
+        return  # anything else (a timeout, a coordinator moving) is not a refusal: carry on
+
+
 class KafkaSource:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
@@ -247,25 +273,7 @@ class KafkaSource:
                     raise refusal
 
     def _check_group(self, timeout_s: float) -> None:
-        """Without an ACL on the group, librdkafka only logs 'Group authorization failed' once and waits
-        forever; the group coordinator answers an admin request with GROUP_AUTHORIZATION_FAILED at once."""
-        from confluent_kafka.admin import AdminClient
-
-        from pipeline.clients.kafka import QUIET_LOGGER
-
-        try:
-            conf: dict[str, Any] = {**self.config.common_librdkafka(), "logger": QUIET_LOGGER}
-            admin = AdminClient(conf)
-            future = admin.describe_consumer_groups([self.config.group_id], request_timeout=timeout_s)
-            future[self.config.group_id].result(timeout=timeout_s + 1)
-        except KafkaException as exc:
-            error = kafka_error_of(exc)
-            if error is not None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
-                refusal = kafka_refusal(error, self.config, self.redact)
-                if refusal is not None:
-                    raise refusal from None
-        except Exception:
-            return  # anything else (a timeout, a coordinator moving) is not a refusal: carry on
+        check_group_access(self.config, self.config.group_id, timeout_s, self.redact)
 
     def subscribe(
         self,

@@ -26,7 +26,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
-from pipeline.core.errors import PipelineError, describe
+from pipeline.core.errors import PipelineError, describe, kafka_error_of
 from pipeline.core.naming import CollectionRouter, NameError_, is_topic_pattern
 from pipeline.ops.config import Settings
 from pipeline.ops.redact import redact_text, redact_uri
@@ -181,30 +181,58 @@ def _collection(router: CollectionRouter, topic: str) -> str | None:
         return None
 
 
+_COORDINATOR_MOVING = (
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+)
+
+
 def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[PartitionStatus] | None]:
     """topic -> partitions (None: the topic does not exist), for the configured topics and patterns."""
     from pipeline.clients.kafka import QUIET_LOGGER, consumer_config
+    from pipeline.clients.source import RefusalWatch, check_group_access, kafka_refusal, wait_for_metadata
 
     kafka = settings.kafka
     secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
-    errors: list[KafkaError] = []
-    conf = consumer_config(kafka, error_cb=errors.append)
+
+    def redact(text: str) -> str:
+        return redact_text(text, secrets)
+
+    # A refusal (credentials, certificate, ACLs) is named as such, never as 'cannot reach Kafka'.
+    watch = RefusalWatch(kafka, redact)
+    conf = consumer_config(kafka, error_cb=watch)
     conf["logger"] = QUIET_LOGGER  # errors are reported in one line instead
     where = f"Kafka at {kafka.bootstrap_servers}"
 
     def failure(what: str, exc: BaseException) -> PipelineError:
-        cause = errors[-1].str() if errors else describe(exc)
-        return PipelineError(f"{what}: {redact_text(cause, secrets)}")
+        consumer.poll(0)  # serve the error callback
+        if watch.refusal is not None:
+            return watch.refusal
+        cause = watch.last_error.str() if watch.last_error is not None else describe(exc)
+        return PipelineError(f"{what}: {redact(cause)}")
 
     try:
         consumer = Consumer(conf)
     except KafkaException as exc:
-        raise PipelineError(f"invalid Kafka configuration: {redact_text(describe(exc), secrets)}") from None
+        raise PipelineError(f"invalid Kafka configuration: {redact(describe(exc))}") from None
     try:
-        try:
-            metadata = consumer.list_topics(timeout=timeout_s)
-        except KafkaException as exc:
-            raise failure(f"cannot reach {where} within {timeout_s:g}s", exc) from None
+        metadata = wait_for_metadata(consumer, watch, timeout_s)
+        # A topic we may not Describe is left out of the cluster's metadata; asked for by name, the broker
+        # says why (TOPIC_AUTHORIZATION_FAILED): a refusal, not a missing topic.
+        for name in kafka.topics:
+            if is_topic_pattern(name) or name in metadata.topics:
+                continue
+            try:
+                meta = consumer.list_topics(name, timeout=timeout_s).topics.get(name)
+            except KafkaException:
+                continue
+            error = meta.error if meta is not None else None
+            if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                refusal = kafka_refusal(error, kafka, redact)
+                if refusal is not None:
+                    raise refusal
+        check_group_access(kafka, kafka.group_id, timeout_s, redact)
         existing = {
             name: sorted(meta.partitions)
             for name, meta in metadata.topics.items()
@@ -220,13 +248,22 @@ def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[Parti
             else:
                 topics[configured] = existing.get(configured)
         tps = [TopicPartition(t, p) for t, parts in topics.items() for p in parts or []]
-        try:
-            committed = {
-                (tp.topic, tp.partition): tp.offset for tp in consumer.committed(tps, timeout=timeout_s)
-            }
-        except KafkaException as exc:
-            what = f"cannot read the committed offsets of group {kafka.group_id!r} from {where}"
-            raise failure(what, exc) from None
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                answer = consumer.committed(tps, timeout=max(0.1, deadline - time.monotonic()))
+                committed = {(tp.topic, tp.partition): tp.offset for tp in answer}
+                break
+            except KafkaException as exc:
+                # Right after a broker starts (or the coordinator moves) the group's coordinator answers
+                # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS: retriable, so retried until the deadline.
+                error = kafka_error_of(exc)
+                transient = error is not None and (error.retriable() or error.code() in _COORDINATOR_MOVING)
+                if transient and time.monotonic() < deadline - 0.5:
+                    time.sleep(0.2)
+                    continue
+                what = f"cannot read the committed offsets of group {kafka.group_id!r} from {where}"
+                raise failure(what, exc) from None
         result: dict[str, list[PartitionStatus] | None] = {}
         for topic, parts in topics.items():
             if parts is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any, Literal
@@ -28,11 +29,13 @@ from confluent_kafka import (
 )
 
 from pipeline.clients.kafka import QUIET_LOGGER, heartbeat_interval_ms
+from pipeline.clients.source import check_group_access, kafka_refusal
 from pipeline.core.codec import DataError, Decoder, decode_raw, make_tick_decoder
 from pipeline.core.errors import PipelineError, describe
 from pipeline.core.naming import is_topic_pattern
 from pipeline.core.timefmt import EPOCH
 from pipeline.ops.config import Settings, TopicFormat
+from pipeline.ops.redact import redact_text
 from pipeline.read.jsonout import exact_number
 
 BAD_MARKER = "!!"
@@ -190,6 +193,13 @@ class ConsoleTail:
             )
         self._reported: set[str] = set()
         self._startup_errors: list[KafkaError] | None = []  # held back until start() succeeds or fails
+        self.kafka = kafka
+        # Refusals name the group this tail uses (--group), not the worker's.
+        self._named = kafka if group is None else kafka.model_copy(update={"group_id": group})
+        secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
+        self.redact: Callable[[str], str] = lambda text: redact_text(text, secrets)
+        # A refusal seen while tailing (a fetch or join refused: ACLs): consume() raises it.
+        self.refusal: PipelineError | None = None
         self.topics = topics
         self.group = group
         self.from_beginning = from_beginning
@@ -227,6 +237,10 @@ class ConsoleTail:
         if self._startup_errors is not None:  # folded into start()'s one line if it fails
             self._startup_errors.append(error)
             return
+        refusal = self._refusal(error, at_start=False)
+        if refusal is not None:
+            self.refusal = self.refusal or refusal
+            return
         text = f"{error.name()}: {error.str()}"
         if text not in self._reported:  # librdkafka repeats the same errors on every retry
             self._reported.add(text)
@@ -237,6 +251,10 @@ class ConsoleTail:
             metadata = self.consumer.list_topics(timeout=timeout_s)
         except KafkaException as exc:
             self.consumer.poll(0)  # serve error_cb: the cause (connection refused, name unknown, ...)
+            for error in self._startup_errors or []:  # a refusal is named as such (credentials, certificate)
+                refusal = self._refusal(error)
+                if refusal is not None:
+                    raise refusal from None
             seen = [e for e in self._startup_errors or [] if e.code() != KafkaError._ALL_BROKERS_DOWN]
             cause = f"{seen[0].name()}: {seen[0].str()}" if seen else describe(exc)
             raise PipelineError(
@@ -270,7 +288,10 @@ class ConsoleTail:
             elif topic in existing:
                 matched[topic] = existing[topic]
             else:
+                self._raise_if_denied(topic, timeout_s)
                 raise TailError(f"topic {topic!r} does not exist on {self.bootstrap}")
+        if self.group is not None:
+            check_group_access(self.kafka, self.group, timeout_s, self.redact)
         if self.group is None:
             start = OFFSET_BEGINNING if self.from_beginning else OFFSET_END
             partitions = [TopicPartition(t, p, start) for t, n in sorted(matched.items()) for p in range(n)]
@@ -291,8 +312,33 @@ class ConsoleTail:
 
         self.consumer.subscribe(self.topics, on_assign=assigned, on_revoke=revoked, on_lost=revoked)
 
+    def _refusal(self, error: KafkaError, at_start: bool = True) -> PipelineError | None:
+        if self.group is None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
+            return None  # our throwaway group.id is only looked up by librdkafka, never joined
+        return kafka_refusal(error, self._named, self.redact, at_start=at_start)
+
+    def _raise_if_denied(self, topic: str, timeout_s: float) -> None:
+        """A topic we may not Describe is left out of the cluster's metadata: asked for by name, the broker
+        says so (TOPIC_AUTHORIZATION_FAILED), which is a refusal, not a missing topic."""
+        try:
+            meta = self.consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
+        except KafkaException:
+            return
+        error = meta.error if meta is not None else None
+        if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            refusal = self._refusal(error)
+            if refusal is not None:
+                raise refusal
+
     def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
+        """Messages (raises the refusal, one line, if the broker refuses us: e.g. no Read ACL)."""
         messages: list[Message] = self.consumer.consume(max(1, max_messages), timeout_s)
+        for message in messages:
+            error = message.error()
+            if error is not None and self.refusal is None:
+                self.refusal = self._refusal(error, at_start=False)
+        if self.refusal is not None:
+            raise self.refusal
         return messages
 
     def done(self, message: Message) -> None:
