@@ -329,7 +329,7 @@ def _pattern_scenario(
     sc.ends = {(old, 0): 10}
     environment = sc.env(PIPELINE_KAFKA__TOPICS=f"^{base}-[a-z]+$", **PROTOCOLS[protocol], **env)
     if protocol == "consumer":
-        environment.pop("PIPELINE_KAFKA__SESSION_TIMEOUT_MS")  # a broker setting under this protocol
+        environment.pop("PIPELINE_KAFKA__SESSION_TIMEOUT_MS", None)  # a broker setting under this protocol
     return sc, old, new, environment
 
 
