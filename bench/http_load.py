@@ -50,7 +50,8 @@ from pymongo import MongoClient
 from pipeline.clients.sink import MongoSink
 from pipeline.core.codec import make_document
 from pipeline.core.storage import CollectionPlan
-from pipeline.dev.servers import EmbeddedMongo, free_port
+from pipeline.dev.process import free_port
+from pipeline.dev.servers import EmbeddedMongo
 from pipeline.ops.config import MongoConfig
 
 SYMBOLS = ("PETR4", "VALE3")

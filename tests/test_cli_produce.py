@@ -10,7 +10,7 @@ import time
 import pytest
 
 from pipeline.clients.admin import list_topics
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 from tests.harness import REPO, unique
 from tests.query_data import Market
 

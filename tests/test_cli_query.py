@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pymongo import MongoClient
 
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 from pipeline.read import query as q
 from tests.harness import REPO
 from tests.query_data import Market
@@ -140,6 +140,20 @@ BAD_INPUT = {
     "from after to": (
         ["query", "ticks", "PETR4", "--from", "2026-02-01", "--to", "2026-01-01"],
         "is after",
+    ),
+    "empty range": (  # half-open: from = to selects nothing, refused as the HTTP API refuses it
+        [
+            "query",
+            "ohlc",
+            "PETR4",
+            "--interval",
+            "1h",
+            "--from",
+            "2026-01-05T13:00",
+            "--to",
+            "2026-01-05T13:00",
+        ],
+        "invalid range: from 2026-01-05T13:00:00.000+00:00 is not before to",
     ),
     "bad interval": (["query", "ohlc", "PETR4", "--interval", "2m"], "invalid interval '2m'"),
     "bad tz": (["query", "ticks", "PETR4", "--tz", "Mars/Olympus_Mons"], "unknown time zone"),

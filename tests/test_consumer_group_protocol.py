@@ -26,7 +26,7 @@ import pytest
 from confluent_kafka import ConsumerGroupType
 from confluent_kafka.admin import AdminClient
 
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 from tests.conftest import start_broker
 from tests.harness import (
     CommitMonitor,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 from tests.harness import (
     REPO,
     CommitMonitor,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 from tests.conftest import MongoServer
 from tests.harness import (
     CommitMonitor,

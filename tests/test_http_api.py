@@ -23,7 +23,7 @@ import pytest
 from fastapi.testclient import TestClient
 from pymongo import MongoClient
 
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 from pipeline.ops.config import Settings
 from pipeline.read import query as q
 from pipeline.read.http import create_app

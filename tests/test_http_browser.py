@@ -25,7 +25,7 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 from tests.harness import REPO, Scenario, thread_worker, wait_for
 from tests.query_data import Sent, ends_of, produce_known, run_worker_until_committed, series
 

@@ -272,6 +272,6 @@ def test_the_producer_health_check_of_docker_compose_probes_the_broker(
     assert test[:2] == ["CMD", "python"]
     command = [sys.executable, *test[2:]]
     assert run_check(command, {"PIPELINE_KAFKA__BOOTSTRAP_SERVERS": servers.bootstrap}) == 0
-    from pipeline.dev.servers import free_port
+    from pipeline.dev.process import free_port
 
     assert run_check(command, {"PIPELINE_KAFKA__BOOTSTRAP_SERVERS": f"127.0.0.1:{free_port()}"}) != 0

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 from tests.harness import (
     CommitMonitor,
     ProcessWorker,

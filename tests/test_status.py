@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 from tests.harness import REPO, Scenario, end_offsets, thread_worker, wait_for
 
 pytestmark = pytest.mark.servers

@@ -17,7 +17,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 from tests.harness import REPO, committed_offsets, unique, wait_for
 from tests.query_data import Market
 

@@ -34,7 +34,7 @@ from typing import Any
 
 from pipeline.core.errors import PipelineError
 from pipeline.dev.cache import ensure_entry, fingerprint, is_complete
-from pipeline.dev.servers import ServerProcess, free_port
+from pipeline.dev.process import ServerProcess, free_port
 
 KAFKA_VERSION = "4.4.0"
 DEPENDENCY_PLUGIN = "org.apache.maven.plugins:maven-dependency-plugin:3.8.1"
@@ -91,35 +91,36 @@ def ensure_kafka(log: Callable[[str], None] = lambda _m: None) -> Path:
     """The directory of Apache Kafka's jars (plus Kafka Connect's), resolved with Maven on first use."""
 
     def build(target: Path) -> None:
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise PipelineError("Maven (mvn) is needed once to fetch Apache Kafka from Maven Central")
         log(f"fetching Apache Kafka {KAFKA_VERSION} from Maven Central into {_cache_dir()} (once) ...")
         started = time.monotonic()
-        result = subprocess.run(
-            [
-                mvn,
-                "-B",
-                "-q",
-                "-f",
-                str(POM),
-                f"{DEPENDENCY_PLUGIN}:copy-dependencies",
-                "-DincludeScope=runtime",
-                f"-DoutputDirectory={target}",
-            ],
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=900,
+        _mvn(
+            f"Apache Kafka {KAFKA_VERSION} from {POM}",
+            ["-f", str(POM), f"{DEPENDENCY_PLUGIN}:copy-dependencies", "-DincludeScope=runtime"],
+            target,
         )
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-            raise PipelineError(f"mvn could not resolve Apache Kafka {KAFKA_VERSION} from {POM}:\n{tail}")
         if not list(target.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
             raise PipelineError(f"mvn finished but kafka_2.13-{KAFKA_VERSION}.jar is not in {target}")
         log(f"Apache Kafka {KAFKA_VERSION} cached in {time.monotonic() - started:.0f}s")
 
     return ensure_entry(CACHE_NAME, fingerprint(POM), build)
+
+
+def _mvn(what: str, goal: list[str], target: Path) -> None:
+    """Run Maven quietly to copy `what` into `target` (a PipelineError with Maven's last lines on failure)."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise PipelineError(f"Maven (mvn) is needed once to fetch {what} from Maven Central")
+    result = subprocess.run(
+        [mvn, "-B", "-q", *goal, f"-DoutputDirectory={target}"],
+        cwd=target,  # dependency:copy needs no pom; copy-dependencies is given one with -f
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=900,
+    )
+    if result.returncode != 0:
+        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
+        raise PipelineError(f"mvn could not fetch {what}:\n{tail}")
 
 
 def classpath(lib: Path) -> str:
@@ -157,28 +158,8 @@ def ensure_mongo_connector(log: Callable[[str], None] = lambda _m: None) -> Path
     ensure_kafka()'s directory (connect-runtime, connect-json)."""
 
     def build(target: Path) -> None:
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise PipelineError("Maven (mvn) is needed once to fetch the MongoDB Kafka connector")
         log(f"fetching {MONGO_CONNECTOR} from Maven Central into {_connector_cache_dir()} (once) ...")
-        result = subprocess.run(
-            [
-                mvn,
-                "-B",
-                "-q",
-                f"{DEPENDENCY_PLUGIN}:copy",
-                f"-Dartifact={MONGO_CONNECTOR}",
-                f"-DoutputDirectory={target}",
-            ],
-            cwd=target,  # no pom needed for dependency:copy
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-            timeout=900,
-        )
-        if result.returncode != 0:
-            tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-20:])
-            raise PipelineError(f"mvn could not fetch {MONGO_CONNECTOR}:\n{tail}")
+        _mvn(MONGO_CONNECTOR, [f"{DEPENDENCY_PLUGIN}:copy", f"-Dartifact={MONGO_CONNECTOR}"], target)
         if not (target / MONGO_CONNECTOR_JAR).is_file():
             raise PipelineError(f"mvn finished but {MONGO_CONNECTOR_JAR} is not in {target}")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from pipeline.core.errors import PipelineError
 from pipeline.dev.cache import cache_root, ensure_entry, fingerprint, is_complete
-from pipeline.dev.servers import ServerProcess, free_port
+from pipeline.dev.servers import MongoServer
 
 FERRETDB_VERSION = "1.24.2"
 SOURCE = Path(__file__).resolve().parent / "servers" / "ferretdb"
@@ -85,7 +85,7 @@ def ensure_ferretdb(log: Callable[[str], None] = lambda _m: None) -> Path:
     return ensure_entry(CACHE_NAME, _stamp(), build) / BINARY
 
 
-class FerretDB:
+class FerretDB(MongoServer):
     """One FerretDB process on 127.0.0.1 (same interface as servers.EmbeddedMongo)."""
 
     name = "FerretDB"
@@ -97,22 +97,15 @@ class FerretDB:
         storage: Path | None = None,
         log: Callable[[str], None] = lambda _m: None,
     ) -> None:
-        self.workdir = workdir
-        self.port = port or free_port()
-        self.storage = storage or workdir / f"ferretdb-{self.port}"
+        super().__init__(workdir, port, storage, "ferretdb")
         self.binary = ensure_ferretdb(log)
-        self.server: ServerProcess | None = None
-
-    @property
-    def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     @property
     def log_path(self) -> Path:
         return self.workdir / f"ferretdb-{self.port}.log"
 
-    def start(self, timeout_s: float = 60.0) -> FerretDB:
-        command = [
+    def command(self) -> list[str]:
+        return [
             str(self.binary),
             "-listen",
             f"127.0.0.1:{self.port}",
@@ -121,37 +114,3 @@ class FerretDB:
             "-log-level",
             "warn",
         ]
-        self.server = ServerProcess("FerretDB MongoDB-compatible server", command, self.port, self.log_path)
-        self.server.start()
-        self.server.wait_connectable(timeout_s)
-        self._wait_ping(timeout_s)
-        return self
-
-    def _wait_ping(self, timeout_s: float) -> None:
-        from pymongo import MongoClient
-
-        deadline = time.monotonic() + timeout_s
-        client: MongoClient[dict[str, object]] = MongoClient(self.uri, serverSelectionTimeoutMS=1000)
-        try:
-            while True:
-                try:
-                    client.admin.command("ping")
-                    return
-                except Exception:
-                    if time.monotonic() > deadline:
-                        raise PipelineError(f"FerretDB on port {self.port} does not answer ping") from None
-                    time.sleep(0.1)
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        if self.server:
-            self.server.kill()
-
-    def restart(self, timeout_s: float = 60.0) -> None:
-        self.kill()
-        self.start(timeout_s)
-
-    def stop(self) -> None:
-        if self.server:
-            self.server.stop()

@@ -14,37 +14,21 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from pipeline.core.errors import PipelineError
+from pipeline.dev.process import ServerProcess, free_port
 
 if TYPE_CHECKING:
     from pipeline.dev.apache_kafka import ApacheKafka
 
 INSTALL_HINT = "install the test servers with: pip install 'tickpipe[embedded]'"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _connectable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.2)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def tansu_binary() -> Path:
@@ -63,64 +47,6 @@ def secantus_command() -> list[str]:
     if not found:
         raise PipelineError(f"the SecantusDB MongoDB test server is not installed; {INSTALL_HINT}")
     return [found]
-
-
-@dataclass
-class ServerProcess:
-    name: str
-    command: list[str]
-    port: int
-    log_path: Path
-    proc: subprocess.Popen[bytes] | None = None
-    env: dict[str, str] = field(default_factory=dict)
-
-    def start(self) -> None:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            self.command,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **self.env},
-            start_new_session=True,  # a Ctrl-C in the terminal must not kill the servers before the worker
-        )
-        log.close()
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def wait_connectable(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self.alive():
-                raise PipelineError(f"{self.name} exited at start-up; see {self.log_path}:\n{self.tail()}")
-            if _connectable(self.port):
-                return
-            time.sleep(0.05)
-        raise PipelineError(f"{self.name} did not accept connections on port {self.port} in {timeout_s:g}s")
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def kill(self) -> None:
-        """kill -9: no chance to flush anything (fault tests)."""
-        if self.alive():
-            assert self.proc is not None
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        if not self.alive():
-            return
-        assert self.proc is not None
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
 
 
 class EmbeddedKafka:
@@ -185,22 +111,16 @@ class EmbeddedKafka:
             self.server.stop()
 
 
-class EmbeddedMongo:
-    """SecantusDB: a MongoDB wire-protocol server from PyPI (reports a replica set; test-only)."""
+class MongoServer:
+    """One MongoDB-compatible test server process on 127.0.0.1: started, pinged, killed and restarted on the
+    same port and storage. Subclasses say how to start theirs (`command`) and where it logs."""
 
-    name = "SecantusDB"
+    name = "MongoDB-compatible server"
 
-    def __init__(
-        self,
-        workdir: Path,
-        port: int | None = None,
-        storage: Path | None = None,
-        extra_args: list[str] | None = None,
-    ) -> None:
+    def __init__(self, workdir: Path, port: int | None, storage: Path | None, prefix: str) -> None:
         self.workdir = workdir
         self.port = port or free_port()
-        self.storage = storage or workdir / f"mongo-{self.port}"
-        self.extra_args = extra_args or []
+        self.storage = storage or workdir / f"{prefix}-{self.port}"
         self.server: ServerProcess | None = None
 
     @property
@@ -209,23 +129,15 @@ class EmbeddedMongo:
 
     @property
     def log_path(self) -> Path:
-        return self.workdir / f"secantus-{self.port}.log"
+        raise NotImplementedError
 
-    def start(self, timeout_s: float = 60.0) -> EmbeddedMongo:
-        command = [
-            *secantus_command(),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--storage-path",
-            str(self.storage),
-            "--sync-on-commit",
-            "--log-level",
-            "WARNING",
-            *self.extra_args,
-        ]
-        self.server = ServerProcess("SecantusDB MongoDB server", command, self.port, self.log_path)
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 60.0) -> Self:
+        self.server = ServerProcess(
+            f"{self.name} MongoDB-compatible server", self.command(), self.port, self.log_path
+        )
         self.server.start()
         self.server.wait_connectable(timeout_s)
         self._wait_ping(timeout_s)
@@ -243,7 +155,7 @@ class EmbeddedMongo:
                     return
                 except Exception:
                     if time.monotonic() > deadline:
-                        raise PipelineError(f"SecantusDB on port {self.port} does not answer ping") from None
+                        raise PipelineError(f"{self.name} on port {self.port} does not answer ping") from None
                     time.sleep(0.1)
         finally:
             client.close()
@@ -260,6 +172,41 @@ class EmbeddedMongo:
     def stop(self) -> None:
         if self.server:
             self.server.stop()
+
+
+class EmbeddedMongo(MongoServer):
+    """SecantusDB: a MongoDB wire-protocol server from PyPI (reports a replica set; test-only)."""
+
+    name = "SecantusDB"
+
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        storage: Path | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        super().__init__(workdir, port, storage, "mongo")
+        self.extra_args = extra_args or []
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / f"secantus-{self.port}.log"
+
+    def command(self) -> list[str]:
+        return [
+            *secantus_command(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--storage-path",
+            str(self.storage),
+            "--sync-on-commit",
+            "--log-level",
+            "WARNING",
+            *self.extra_args,
+        ]
 
 
 def choose_broker(broker: str = "auto") -> tuple[str, str | None]:
