@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipeline.cli.common import add_config_option, settings_from
+from pipeline.cli.common import add_config_option, settings_from, write_output
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,17 +69,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _reference(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from pipeline.core.errors import PipelineError
     from pipeline.ops.config.reference import render_markdown, render_yaml
 
-    text = render_yaml() if args.format == "yaml" else render_markdown()
-    if args.output:
-        try:
-            Path(args.output).write_text(text)
-        except OSError as exc:
-            raise PipelineError(f"cannot write {args.output}: {exc.strerror}") from None
-    else:
-        print(text, end="")
+    write_output(render_yaml() if args.format == "yaml" else render_markdown(), args.output)
     return 0

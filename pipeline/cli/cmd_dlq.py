@@ -146,11 +146,11 @@ def _selection(args: argparse.Namespace, state: str | None = None) -> LetterFilt
     """The filter from the arguments, validated before any I/O (UsageError/QueryError: exit 2)."""
     from pipeline.cli.errors import UsageError
     from pipeline.ops.dlq.letters import LetterError, LetterFilter, parse_coordinates
-    from pipeline.read.query import check_range, parse_time
+    from pipeline.read.query import check_nonempty_range, parse_time
 
     start = parse_time(args.start) if args.start else None
     end = parse_time(args.end) if args.end else None
-    check_range(start, end)
+    check_nonempty_range(start, end)
     try:
         ids = tuple(parse_coordinates(text) for text in getattr(args, "ids", []))
         return LetterFilter(

@@ -129,12 +129,12 @@ def _output(parser: argparse.ArgumentParser, tz_default: str = "UTC") -> None:
 
 
 def time_range(args: argparse.Namespace) -> tuple[datetime | None, datetime | None]:
-    """Parse --from/--to (QueryError on a bad value) and check from <= to, before any I/O."""
-    from pipeline.read.query import check_range, parse_time
+    """Parse --from/--to (QueryError on a bad value) and check from < to, before any I/O."""
+    from pipeline.read.query import check_nonempty_range, parse_time
 
     start = parse_time(args.start) if args.start else None
     end = parse_time(args.end) if args.end else None
-    return check_range(start, end)
+    return check_nonempty_range(start, end)
 
 
 def _span(start: datetime | None, end: datetime | None, zone: tzinfo) -> str:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from pipeline.cli.common import add_config_option, settings_from
+from pipeline.cli.common import add_config_option, settings_from, write_output
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,18 +53,9 @@ def serve(args: argparse.Namespace) -> int:
     if problem:
         raise PipelineError(problem)
     if args.reference:
-        from pathlib import Path
-
         from pipeline.read.http.reference import render_markdown, render_openapi
 
-        text = render_markdown() if args.reference == "markdown" else render_openapi()
-        if args.output:
-            try:
-                Path(args.output).write_text(text)
-            except OSError as exc:
-                raise PipelineError(f"cannot write {args.output}: {exc.strerror}") from None
-        else:
-            sys.stdout.write(text)
+        write_output(render_markdown() if args.reference == "markdown" else render_openapi(), args.output)
         return 0
     from pipeline.read.http.server import serve as run
 

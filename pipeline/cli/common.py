@@ -54,6 +54,21 @@ def _no_log_output() -> None:
         root.addHandler(std_logging.NullHandler())
 
 
+def write_output(text: str, output: str | None) -> None:
+    """`text` into the file `output` (PipelineError naming it if it cannot be written), or to stdout."""
+    from pathlib import Path
+
+    from pipeline.core.errors import PipelineError
+
+    if output:
+        try:
+            Path(output).write_text(text)
+        except OSError as exc:
+            raise PipelineError(f"cannot write {output}: {exc.strerror}") from None
+    else:
+        sys.stdout.write(text)
+
+
 def fail(message: str, code: int = 1) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code

@@ -61,7 +61,7 @@ from pipeline.read.query import (
     Tick,
     UnknownSymbol,
     check_interval,
-    check_range,
+    check_nonempty_range,
     iter_ticks_after,
     latest,
     normalize_symbol,
@@ -182,13 +182,7 @@ def _time(text: str | None) -> datetime | None:
 
 def time_range(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
     """The CLI's parsing and check (from after to is refused), and an empty range (from = to) too."""
-    lo, hi = check_range(_time(start), _time(end))
-    if lo is not None and hi is not None and lo == hi:
-        raise InvalidRange(
-            f"invalid range: from {lo.isoformat(timespec='milliseconds')} is not before to (ranges are "
-            "half-open, from <= ts < to)"
-        )
-    return lo, hi
+    return check_nonempty_range(_time(start), _time(end))
 
 
 # Patterns in the document only (json_schema_extra): the values are checked by the query library's own

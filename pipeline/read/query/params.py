@@ -63,6 +63,17 @@ def check_range(start: object, end: object) -> tuple[datetime | None, datetime |
     return lo, hi
 
 
+def check_nonempty_range(start: object, end: object) -> tuple[datetime | None, datetime | None]:
+    """check_range, and an empty range (from = to) refused too: what the CLI and the HTTP API accept from a
+    user, who asked for something (the library itself returns nothing for an empty range)."""
+    lo, hi = check_range(start, end)
+    if lo is not None and hi is not None and lo == hi:
+        raise InvalidRange(
+            f"invalid range: from {iso(lo)} is not before to (ranges are half-open, from <= ts < to)"
+        )
+    return lo, hi
+
+
 def check_limit(limit: object) -> int | None:
     if limit is None:
         return None
