@@ -38,7 +38,7 @@ from bench.workloads import (
     prepare_database,
     uid,
 )
-from pipeline.dev.servers import free_port
+from pipeline.dev.process import free_port
 
 CONNECT_MAIN = "org.apache.kafka.connect.cli.ConnectStandalone"
 LOG4J = Path(__file__).with_name("connect-log4j2.properties")
@@ -95,6 +95,15 @@ def worker_properties(
     }
 
 
+# The connector writes with the URI's write concern (the server default, w=1, unless the URI says otherwise):
+# given tickpipe's w=majority, j=true so that both are measured at the same durability.
+WRITE_CONCERN_OPTIONS = "w=majority&journal=true"
+
+
+def durable_uri(mongo_uri: str) -> str:
+    return f"{mongo_uri}{'&' if '?' in mongo_uri else '/?'}{WRITE_CONCERN_OPTIONS}"
+
+
 def sink_properties(name: str, topics: list[str], mongo_uri: str, database: str) -> dict[str, str]:
     strategies = "com.mongodb.kafka.connect.sink"
     return {
@@ -102,7 +111,7 @@ def sink_properties(name: str, topics: list[str], mongo_uri: str, database: str)
         "connector.class": "com.mongodb.kafka.connect.MongoSinkConnector",
         "tasks.max": "1",
         "topics": ",".join(topics),
-        "connection.uri": mongo_uri,
+        "connection.uri": durable_uri(mongo_uri),
         "database": database,
         "document.id.strategy": f"{strategies}.processor.id.strategy.KafkaMetaDataStrategy",
         "writemodel.strategy": f"{strategies}.writemodel.strategy.InsertOneDefaultStrategy",
@@ -193,6 +202,7 @@ def connector(
         group=spec.group,
         stores=STORES,
         failed_records_logged=process.acks.counts["failed_records"],
+        write_concern=WRITE_CONCERN_OPTIONS,
     )
     if verify:
         run.details["verified_stored"] = check_stored(
