@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request
@@ -58,6 +58,7 @@ from pipeline.read.query import (
     InvalidTime,
     InvalidTimezone,
     QueryError,
+    SymbolStats,
     Tick,
     UnknownSymbol,
     check_interval,
@@ -399,8 +400,7 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
     def statistics(symbol: Annotated[list[str] | None, SYMBOLS] = None) -> Response:
         wanted = {service.symbol(s) for s in symbol or []}
         db, resolver = service.db(), service.resolver()
-        rows = [r for r in stats(db, resolver) if not wanted or r.symbol in wanted]
-        _all_found(resolver, wanted, {r.symbol for r in rows})
+        rows = _only(stats(db, resolver), wanted, resolver)
         return exact(Stats(database=db.name, stats=[StatsOut.of(r) for r in rows]))
 
     @api.get(
@@ -412,8 +412,7 @@ def create_app(settings: Settings, metrics: HttpMetrics | None = None) -> FastAP
     def newest(symbol: Annotated[list[str] | None, SYMBOLS] = None) -> Response:
         wanted = {service.symbol(s) for s in symbol or []}
         db, resolver = service.db(), service.resolver()
-        rows = [t for t in latest(db, resolver) if not wanted or t.symbol in wanted]
-        _all_found(resolver, wanted, {t.symbol for t in rows})
+        rows = _only(latest(db, resolver), wanted, resolver)
         return exact(Latest(database=db.name, ticks=[TickOut.of(t) for t in rows]))
 
     @api.get(
@@ -497,10 +496,16 @@ def _without_unused_schemas(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _all_found(resolver: CollectionResolver, wanted: set[str], found: set[str]) -> None:
-    missing = sorted(wanted - found)
+_Row = TypeVar("_Row", SymbolStats, Tick)
+
+
+def _only(rows: list[_Row], wanted: set[str], resolver: CollectionResolver) -> list[_Row]:
+    """The rows of the wanted symbols (all when none is asked for); UnknownSymbol if one has no row."""
+    chosen = [row for row in rows if not wanted or row.symbol in wanted]
+    missing = sorted(wanted - {row.symbol for row in chosen})
     if missing:
         raise UnknownSymbol(resolver.unknown_message(missing[0]))
+    return chosen
 
 
 class LiveEvent(BaseModel):
