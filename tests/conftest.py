@@ -26,10 +26,9 @@ from typing import Any, Protocol
 
 import pytest
 
-from pipeline.cli import main
 from pipeline.dev.servers import EmbeddedKafka, EmbeddedMongo
 from tests.capabilities import missing as missing_features
-from tests.harness import Scenario, Servers, unique
+from tests.harness import Scenario, Servers, run_main, unique, use_pipeline_env
 from tests.query_data import Market, market_data
 
 MONGO_NAMES = {"secantus": "SecantusDB", "ferretdb": "FerretDB 1.24.2", "external": "TICKPIPE_TEST_MONGO"}
@@ -356,16 +355,9 @@ def market(servers: Servers) -> Market:
 @pytest.fixture
 def cli(market: Market, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Any:
     """Run `pipeline ...` in-process against the market data; returns (exit code, stdout, stderr)."""
-    for name in list(os.environ):
-        if name.startswith("PIPELINE_"):
-            monkeypatch.delenv(name)
-    for name, value in market.env().items():
-        monkeypatch.setenv(name, value)
+    use_pipeline_env(monkeypatch, market.env())  # a test may still set a variable before it runs
 
     def run(*argv: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(list(argv))
-        out, err = capsys.readouterr()
-        return code, out, err
+        return run_main(capsys, *argv)
 
     return run

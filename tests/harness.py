@@ -813,3 +813,29 @@ class TcpProxy:
 
     def stop(self) -> None:
         self.cut()
+
+
+def use_pipeline_env(monkeypatch: Any, env: dict[str, str]) -> None:
+    """Exactly `env` as this process's PIPELINE_* environment (every other PIPELINE_* variable removed)."""
+    for name in [n for n in os.environ if n.startswith("PIPELINE_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+def run_main(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """`pipeline ARGV` in this process, in the current environment: (exit code, stdout, stderr)."""
+    from pipeline.cli import main
+
+    capsys.readouterr()
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def run_cli_in_process(
+    monkeypatch: Any, capsys: Any, env: dict[str, str], *argv: str
+) -> tuple[int, str, str]:
+    """`pipeline ARGV` in this process with exactly `env` as its PIPELINE_* environment."""
+    use_pipeline_env(monkeypatch, env)
+    return run_main(capsys, *argv)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,12 +19,11 @@ import pytest
 from bson.decimal128 import Decimal128
 from pymongo import ASCENDING, MongoClient
 
-from pipeline.cli import main
 from pipeline.read import query as q
 from pipeline.read.chart import plot_ohlc
 from pipeline.read.export import InexactPrice, export_ticks
 from pipeline.read.query.aggregations import UnsupportedOperation
-from tests.harness import Scenario, Servers, thread_worker, unique, wait_for
+from tests.harness import Scenario, Servers, run_cli_in_process, thread_worker, unique, wait_for
 from tests.query_data import stored_doc
 
 pytestmark = pytest.mark.servers
@@ -203,14 +201,7 @@ def test_the_chart_draws_decimal_bars(db: Any, market: DecimalMarket, tmp_path: 
 def _run(
     monkeypatch: pytest.MonkeyPatch, capsys: Any, env: dict[str, str], *argv: str
 ) -> tuple[int, str, str]:
-    for name in [n for n in os.environ if n.startswith("PIPELINE_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli_in_process(monkeypatch, capsys, env, *argv)
 
 
 def test_the_query_commands_print_exact_decimals(

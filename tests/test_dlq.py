@@ -20,14 +20,13 @@ import pytest
 from confluent_kafka import Producer
 from pymongo import MongoClient
 
-from pipeline.cli import main
 from pipeline.clients.sink import MongoSink
 from pipeline.core.deadletter import HEADER_PREFIX
 from pipeline.ops.config import Settings
 from pipeline.ops.dlq.letters import LetterFilter, letter_from_document
 from pipeline.ops.dlq.replay import Replayer
 from pipeline.ops.dlq.store import DeadLetterStore
-from tests.harness import REPO, Scenario, thread_worker, wait_for
+from tests.harness import REPO, Scenario, run_cli_in_process, thread_worker, wait_for
 
 pytestmark = [pytest.mark.servers]
 
@@ -128,14 +127,7 @@ def letters(make_scenario: Callable[..., Scenario], tmp_path: Path) -> Iterator[
 def cli(
     monkeypatch: pytest.MonkeyPatch, capsys: Any, env: dict[str, str], *argv: str
 ) -> tuple[int, str, str]:
-    for name in [n for n in os.environ if n.startswith("PIPELINE_")]:
-        monkeypatch.delenv(name)
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli_in_process(monkeypatch, capsys, env, *argv)
 
 
 def stored_offsets(db: Any, topic: str) -> list[int]:

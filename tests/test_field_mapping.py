@@ -4,7 +4,6 @@ arrived before its mapping was configured are replayed once it is."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,10 +12,9 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.cli import main
 from pipeline.ingest.routing import Router
 from pipeline.ops.config import Settings
-from tests.harness import Scenario, thread_worker, wait_for
+from tests.harness import Scenario, run_cli_in_process, thread_worker, wait_for
 
 pytestmark = [pytest.mark.servers]
 
@@ -87,15 +85,16 @@ def test_a_feed_dead_lettered_before_its_mapping_is_replayed_once_mapped(
     config.write_text(
         "tick:\n  fields: {symbol: ticker, price: last, volume: qty, ts: time}\n  ts_format: epoch_ms\n"
     )
-    for name in [n for n in os.environ if n.startswith("PIPELINE_")]:
-        monkeypatch.delenv(name)
-    for name, value in {**sc.env(), "PIPELINE_CONFIG": str(config)}.items():
-        monkeypatch.setenv(name, value)
-    assert main(["dlq", "replay", "--format", "json"]) == 0
-    rows = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    env = {**sc.env(), "PIPELINE_CONFIG": str(config)}
+    code, out, err = run_cli_in_process(monkeypatch, capsys, env, "dlq", "replay", "--format", "json")
+    assert code == 0, err
+    rows = [orjson.loads(line) for line in out.splitlines()]
     assert [(r["kind"], r["outcome"]) for r in rows] == [("missing_field", "stored")] * 5
-    assert main(["query", "ticks", "VALE3", "--oldest-first", "--format", "json"]) == 0
-    ticks = [orjson.loads(line) for line in capsys.readouterr().out.splitlines()]
+    code, out, err = run_cli_in_process(
+        monkeypatch, capsys, env, "query", "ticks", "VALE3", "--oldest-first", "--format", "json"
+    )
+    assert code == 0, err
+    ticks = [orjson.loads(line) for line in out.splitlines()]
     assert [(t["price"], t["volume"]) for t in ticks] == [(62.0 + i / 100, 100 + i) for i in range(5)]
 
 

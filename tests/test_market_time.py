@@ -3,7 +3,6 @@ test broker: ticks carry market time, the Kafka records keep wall-clock timestam
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,8 +13,7 @@ import orjson
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from pipeline.cli import main
-from tests.harness import Scenario
+from tests.harness import Scenario, run_cli_in_process
 
 pytestmark = [pytest.mark.servers]
 SP = ZoneInfo("America/Sao_Paulo")
@@ -24,16 +22,12 @@ SP = ZoneInfo("America/Sao_Paulo")
 def produce(
     monkeypatch: pytest.MonkeyPatch, capsys: Any, sc: Scenario, tmp_path: Path, *argv: str
 ) -> tuple[int, str, str]:
-    for name in [n for n in os.environ if n.startswith("PIPELINE_")]:
-        monkeypatch.delenv(name)
     config = tmp_path / "empty.yaml"
     config.write_text("{}\n")
-    for name, value in {**sc.env(), "PIPELINE_CONFIG": str(config), "PIPELINE_LOG__LEVEL": "WARNING"}.items():
-        monkeypatch.setenv(name, value)
-    capsys.readouterr()
-    code = main(["produce", "--topics", sc.topics[0], "--seed", "3", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    env = {**sc.env(), "PIPELINE_CONFIG": str(config), "PIPELINE_LOG__LEVEL": "WARNING"}
+    return run_cli_in_process(
+        monkeypatch, capsys, env, "produce", "--topics", sc.topics[0], "--seed", "3", *argv
+    )
 
 
 def read_all(sc: Scenario) -> list[tuple[datetime, datetime]]:

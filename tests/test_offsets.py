@@ -4,7 +4,6 @@ refused while the group has members; bad input is one line, exit 2."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -14,8 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from pipeline.cli import main
-from tests.harness import Scenario, stored_count, thread_worker, wait_for, wait_members
+from tests.harness import Scenario, run_cli_in_process, stored_count, thread_worker, wait_for, wait_members
 
 pytestmark = [pytest.mark.servers]
 
@@ -23,14 +21,7 @@ pytestmark = [pytest.mark.servers]
 def cli(
     monkeypatch: pytest.MonkeyPatch, capsys: Any, sc: Scenario, config: Path, *argv: str, **env: str
 ) -> tuple[int, str, str]:
-    for name in [n for n in os.environ if n.startswith("PIPELINE_")]:
-        monkeypatch.delenv(name)
-    for name, value in {**sc.env(), "PIPELINE_CONFIG": str(config), **env}.items():
-        monkeypatch.setenv(name, value)
-    capsys.readouterr()
-    code = main(list(argv))
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_cli_in_process(monkeypatch, capsys, {**sc.env(), "PIPELINE_CONFIG": str(config), **env}, *argv)
 
 
 def run_until_committed(sc: Scenario) -> Any:
