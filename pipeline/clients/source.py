@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -148,6 +148,32 @@ def wait_for_metadata(client: Any, watch: RefusalWatch, timeout_s: float, topic:
                 ) from None
 
 
+def check_topic_access(
+    client: Any,
+    topics: Iterable[str],
+    config: KafkaConfig,
+    timeout_s: float,
+    redact: Callable[[str], str] = lambda s: s,
+) -> None:
+    """Raise the refusal (one line) if the broker denies us one of the named `topics` (patterns are skipped).
+    A topic we may not Describe is left out of the cluster's metadata; asked for by name, the broker says why
+    (TOPIC_AUTHORIZATION_FAILED): a refusal, not a missing topic. A missing Read ACL shows only when
+    fetching: consume() reports it."""
+    for topic in topics:
+        if is_topic_pattern(topic):
+            continue
+        try:
+            metadata = client.list_topics(topic, timeout=timeout_s)
+        except KafkaException:
+            continue  # transient: the caller retries or reports on its own
+        found = metadata.topics.get(topic)
+        error = found.error if found is not None else None
+        if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+            refusal = kafka_refusal(error, config, redact)
+            if refusal is not None:
+                raise refusal
+
+
 def check_group_access(
     config: KafkaConfig, group_id: str, timeout_s: float, redact: Callable[[str], str] = lambda s: s
 ) -> None:
@@ -256,21 +282,7 @@ class KafkaSource:
         self._started = True
 
     def _check_topics(self, timeout_s: float) -> None:
-        """A topic we may not Describe is reported as TOPIC_AUTHORIZATION_FAILED in its metadata (a missing
-        Read ACL shows only when fetching: consume() reports it)."""
-        for topic in self.config.topics:
-            if is_topic_pattern(topic):
-                continue
-            try:
-                metadata = self.consumer.list_topics(topic, timeout=timeout_s)
-            except KafkaException:
-                continue  # transient: the worker retries and reports on its own
-            found = metadata.topics.get(topic)
-            error = found.error if found is not None else None
-            if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                refusal = kafka_refusal(error, self.config, self.redact)
-                if refusal is not None:
-                    raise refusal
+        check_topic_access(self.consumer, self.config.topics, self.config, timeout_s, self.redact)
 
     def _check_group(self, timeout_s: float) -> None:
         check_group_access(self.config, self.config.group_id, timeout_s, self.redact)

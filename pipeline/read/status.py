@@ -181,17 +181,15 @@ def _collection(router: CollectionRouter, topic: str) -> str | None:
         return None
 
 
-_COORDINATOR_MOVING = (
-    KafkaError.NOT_COORDINATOR,
-    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
-    KafkaError.COORDINATOR_NOT_AVAILABLE,
-)
-
-
 def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[PartitionStatus] | None]:
     """topic -> partitions (None: the topic does not exist), for the configured topics and patterns."""
     from pipeline.clients.kafka import QUIET_LOGGER, consumer_config
-    from pipeline.clients.source import RefusalWatch, check_group_access, kafka_refusal, wait_for_metadata
+    from pipeline.clients.source import (
+        RefusalWatch,
+        check_group_access,
+        check_topic_access,
+        wait_for_metadata,
+    )
 
     kafka = settings.kafka
     secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
@@ -218,20 +216,8 @@ def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[Parti
         raise PipelineError(f"invalid Kafka configuration: {redact(describe(exc))}") from None
     try:
         metadata = wait_for_metadata(consumer, watch, timeout_s)
-        # A topic we may not Describe is left out of the cluster's metadata; asked for by name, the broker
-        # says why (TOPIC_AUTHORIZATION_FAILED): a refusal, not a missing topic.
-        for name in kafka.topics:
-            if is_topic_pattern(name) or name in metadata.topics:
-                continue
-            try:
-                meta = consumer.list_topics(name, timeout=timeout_s).topics.get(name)
-            except KafkaException:
-                continue
-            error = meta.error if meta is not None else None
-            if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                refusal = kafka_refusal(error, kafka, redact)
-                if refusal is not None:
-                    raise refusal
+        absent = [name for name in kafka.topics if name not in metadata.topics]
+        check_topic_access(consumer, absent, kafka, timeout_s, redact)  # absent because denied?
         check_group_access(kafka, kafka.group_id, timeout_s, redact)
         existing = {
             name: sorted(meta.partitions)
@@ -258,7 +244,7 @@ def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[Parti
                 # Right after a broker starts (or the coordinator moves) the group's coordinator answers
                 # NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS: retriable, so retried until the deadline.
                 error = kafka_error_of(exc)
-                transient = error is not None and (error.retriable() or error.code() in _COORDINATOR_MOVING)
+                transient = error is not None and (error.retriable() or error.code() in _COORDINATOR_BUSY)
                 if transient and time.monotonic() < deadline - 0.5:
                     time.sleep(0.2)
                     continue
@@ -326,7 +312,7 @@ def describe_group(settings: Settings, timeout_s: float) -> GroupDescription:
             futures = admin.describe_consumer_groups([kafka.group_id], request_timeout=left)
             return group_description(futures[kafka.group_id].result(left))
         except KafkaException as exc:
-            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            error = kafka_error_of(exc)
             busy = error is not None and error.code() in _COORDINATOR_BUSY
             if not busy or time.monotonic() + 0.2 >= deadline:
                 return GroupDescription.failed(redact_text(describe(exc), secrets))

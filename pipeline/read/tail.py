@@ -29,7 +29,7 @@ from confluent_kafka import (
 )
 
 from pipeline.clients.kafka import QUIET_LOGGER, heartbeat_interval_ms
-from pipeline.clients.source import check_group_access, kafka_refusal
+from pipeline.clients.source import check_group_access, check_topic_access, kafka_refusal
 from pipeline.core.codec import DataError, Decoder, decode_raw, make_tick_decoder
 from pipeline.core.errors import PipelineError, describe
 from pipeline.core.naming import is_topic_pattern
@@ -288,7 +288,7 @@ class ConsoleTail:
             elif topic in existing:
                 matched[topic] = existing[topic]
             else:
-                self._raise_if_denied(topic, timeout_s)
+                check_topic_access(self.consumer, [topic], self._named, timeout_s, self.redact)
                 raise TailError(f"topic {topic!r} does not exist on {self.bootstrap}")
         if self.group is not None:
             check_group_access(self.kafka, self.group, timeout_s, self.redact)
@@ -316,19 +316,6 @@ class ConsoleTail:
         if self.group is None and error.code() == KafkaError.GROUP_AUTHORIZATION_FAILED:
             return None  # our throwaway group.id is only looked up by librdkafka, never joined
         return kafka_refusal(error, self._named, self.redact, at_start=at_start)
-
-    def _raise_if_denied(self, topic: str, timeout_s: float) -> None:
-        """A topic we may not Describe is left out of the cluster's metadata: asked for by name, the broker
-        says so (TOPIC_AUTHORIZATION_FAILED), which is a refusal, not a missing topic."""
-        try:
-            meta = self.consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        except KafkaException:
-            return
-        error = meta.error if meta is not None else None
-        if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-            refusal = self._refusal(error)
-            if refusal is not None:
-                raise refusal
 
     def consume(self, max_messages: int, timeout_s: float) -> list[Message]:
         """Messages (raises the refusal, one line, if the broker refuses us: e.g. no Read ACL)."""
