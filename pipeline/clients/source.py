@@ -28,7 +28,6 @@ from pipeline.core.errors import (
 from pipeline.core.naming import is_topic_pattern
 from pipeline.ops.config import KafkaConfig
 from pipeline.ops.logs import get_logger
-from pipeline.ops.redact import redact_text
 
 log = get_logger("pipeline.clients.source")
 RebalanceCallback = Callable[[list[TP]], None]
@@ -203,7 +202,6 @@ def check_group_access(
 class KafkaSource:
     def __init__(self, config: KafkaConfig) -> None:
         self.config = config
-        self._secrets = [s.get_secret_value() for s in (config.security.sasl_password,) if s is not None]
         self._lock = threading.Lock()
         self.last_error: KafkaError | None = None
         # Set (from librdkafka's error callback) when the client can't go on: the worker stops with it.
@@ -221,7 +219,7 @@ class KafkaSource:
         self.paused: set[TP] = set()
 
     def redact(self, text: str) -> str:
-        return redact_text(text, self._secrets)
+        return self.config.redact(text)
 
     def _on_error(self, error: KafkaError) -> None:
         # Called from consume()/poll(). librdkafka keeps reconnecting by itself; what retrying cannot fix (a

@@ -192,11 +192,7 @@ def _kafka_offsets(settings: Settings, timeout_s: float) -> dict[str, list[Parti
     )
 
     kafka = settings.kafka
-    secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
-
-    def redact(text: str) -> str:
-        return redact_text(text, secrets)
-
+    redact = kafka.redact
     # A refusal (credentials, certificate, ACLs) is named as such, never as 'cannot reach Kafka'.
     watch = RefusalWatch(kafka, redact)
     conf = consumer_config(kafka, error_cb=watch)
@@ -299,12 +295,11 @@ def describe_group(settings: Settings, timeout_s: float) -> GroupDescription:
     from pipeline.clients.kafka import QUIET_LOGGER
 
     kafka = settings.kafka
-    secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
     conf: dict[str, Any] = {**kafka.common_librdkafka(), "logger": QUIET_LOGGER}
     try:
         admin = AdminClient(conf)
     except KafkaException as exc:
-        return GroupDescription.failed(redact_text(describe(exc), secrets))
+        return GroupDescription.failed(kafka.redact(describe(exc)))
     deadline = time.monotonic() + timeout_s
     while True:
         left = max(0.5, deadline - time.monotonic())
@@ -315,10 +310,10 @@ def describe_group(settings: Settings, timeout_s: float) -> GroupDescription:
             error = kafka_error_of(exc)
             busy = error is not None and error.code() in _COORDINATOR_BUSY
             if not busy or time.monotonic() + 0.2 >= deadline:
-                return GroupDescription.failed(redact_text(describe(exc), secrets))
+                return GroupDescription.failed(kafka.redact(describe(exc)))
             time.sleep(0.2)
         except Exception as exc:  # a broker without these APIs, a timeout
-            return GroupDescription.failed(redact_text(describe(exc), secrets))
+            return GroupDescription.failed(kafka.redact(describe(exc)))
 
 
 def _stored_counts(settings: Settings, topics: list[str], timeout_s: float) -> dict[str, int]:

@@ -35,7 +35,6 @@ from pipeline.core.errors import PipelineError, describe
 from pipeline.core.naming import is_topic_pattern
 from pipeline.core.timefmt import EPOCH
 from pipeline.ops.config import Settings, TopicFormat
-from pipeline.ops.redact import redact_text
 from pipeline.read.jsonout import exact_number
 
 BAD_MARKER = "!!"
@@ -196,8 +195,7 @@ class ConsoleTail:
         self.kafka = kafka
         # Refusals name the group this tail uses (--group), not the worker's.
         self._named = kafka if group is None else kafka.model_copy(update={"group_id": group})
-        secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
-        self.redact: Callable[[str], str] = lambda text: redact_text(text, secrets)
+        self.redact: Callable[[str], str] = kafka.redact
         # A refusal seen while tailing (a fetch or join refused: ACLs): consume() raises it.
         self.refusal: PipelineError | None = None
         self.topics = topics

@@ -305,6 +305,13 @@ class KafkaConfig(_Section):
                 raise ValueError(f"{key!r} cannot be set here: {why}")
         return props
 
+    def redact(self, text: str) -> str:
+        """`text` with this configuration's Kafka secret (the SASL password) and any URI password masked."""
+        from pipeline.ops.redact import redact_text
+
+        password = self.security.sasl_password
+        return redact_text(text, [password.get_secret_value()] if password is not None else [])
+
     def common_librdkafka(self) -> dict[str, Any]:
         return {
             "bootstrap.servers": self.bootstrap_servers,

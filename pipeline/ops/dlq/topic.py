@@ -23,7 +23,6 @@ from pipeline.clients.kafka import QUIET_LOGGER, consumer_config
 from pipeline.core.errors import PipelineError, describe
 from pipeline.ops.config import Settings
 from pipeline.ops.dlq.letters import Letter, LetterError, LetterFilter, letter_from_record
-from pipeline.ops.redact import redact_text
 
 READER_GROUP = "tickpipe-dlq-reader"  # never joined: the reader only assigns partitions
 
@@ -42,14 +41,13 @@ def dead_letter_topic(template: str, source: str) -> str:
 
 def _consumer(settings: Settings) -> tuple[Consumer, Callable[[str], str]]:
     kafka = settings.kafka
-    secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
     conf = consumer_config(kafka)
     conf.update({"group.id": READER_GROUP, "logger": QUIET_LOGGER, "enable.auto.commit": False})
     conf.pop("group.protocol", None)
     try:
-        return Consumer(conf), lambda text: redact_text(text, secrets)
+        return Consumer(conf), kafka.redact
     except KafkaException as exc:
-        raise PipelineError(f"invalid Kafka configuration: {redact_text(describe(exc), secrets)}") from None
+        raise PipelineError(f"invalid Kafka configuration: {kafka.redact(describe(exc))}") from None
 
 
 def read_dead_letter_topics(

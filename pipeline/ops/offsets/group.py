@@ -19,7 +19,6 @@ from pipeline.core.errors import PipelineError, describe, kafka_error_of
 from pipeline.core.naming import is_topic_pattern
 from pipeline.ops.config import KafkaConfig
 from pipeline.ops.offsets.plan import PartitionOffsets, PlanError, TopicSelection
-from pipeline.ops.redact import redact_text
 
 TP = tuple[str, int]
 OffsetSpec: Any = _OffsetSpec  # (partly typed: its constructors are not)
@@ -45,8 +44,7 @@ class GroupOffsets:
         self.kafka = kafka
         self.group = kafka.group_id
         self.timeout_s = timeout_s
-        secrets = [s.get_secret_value() for s in (kafka.security.sasl_password,) if s is not None]
-        self.redact: Callable[[str], str] = lambda text: redact_text(text, secrets)
+        self.redact: Callable[[str], str] = kafka.redact
         self.watch = RefusalWatch(
             kafka, self.redact, needs="Describe on the topics and Describe/Read on the group"
         )
