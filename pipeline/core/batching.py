@@ -56,6 +56,29 @@ class Batch:
         counts[tp[0]] = counts.get(tp[0], 0) + 1
         self._note(tp, offset, epoch)
 
+    def columns(self, collection: str) -> tuple[list[dict[str, Any]], list[bytes | None]]:
+        """The documents and values lists of a collection, to append to directly (then `note_run`)."""
+        docs = self.documents.get(collection)
+        if docs is None:
+            docs = self.documents[collection] = []
+            self.values[collection] = []
+            self.topics[collection] = {}
+        return docs, self.values[collection]
+
+    def note_run(self, tp: TP, epoch: int, first: int, last: int, count: int, collection: str) -> None:
+        """`count` documents of one partition, offsets `first`..`last` (increasing), appended to
+        `collection`'s `columns`: `add_document`'s book-keeping once per run instead of once per message."""
+        if tp not in self.first_offsets:
+            self.first_offsets[tp] = first
+            self.epochs[tp] = epoch
+        if last > self.last_offsets.get(tp, -1):
+            self.last_offsets[tp] = last
+        topic = tp[0]
+        self.consumed[topic] = self.consumed.get(topic, 0) + count
+        counts = self.topics[collection]
+        counts[topic] = counts.get(topic, 0) + count
+        self.size += count
+
     def add_dead_letter(self, letter: DeadLetter, tp: TP, offset: int, epoch: int) -> None:
         self.dead_letters.append(letter)
         self._note(tp, offset, epoch)

@@ -507,30 +507,40 @@ def make_document(
 ) -> dict[str, Any]:
     """The stored document. `_id` is the message's coordinates, which makes every insert idempotent.
 
-    Its dates are naive UTC datetimes: the BSON encoder stores them as the same BSON dates as aware ones, at
-    a fraction of the cost (an aware datetime makes it call `utcoffset()`, a DatetimeMS its `__int__`: about
-    2 µs per document together). `ingested_at` is UTC, naive or aware. An exact price (a Decimal, from
-    `price_type: decimal128`) is stored as a BSON Decimal128.
+    `ts` stays the tick decoder's aware UTC datetime: making it naive (`replace(tzinfo=None)`) costs more
+    than the BSON encoder's `utcoffset()` call on it (bench/put_cost.py). `kafka.timestamp` is a naive UTC
+    datetime, shared by the messages of one millisecond; `ingested_at` is UTC, naive or aware. An exact price
+    (a Decimal, from `price_type: decimal128`) is stored as a BSON Decimal128. `fields` is not changed.
     """
-    document: dict[str, Any] = {"_id": {"topic": topic, "partition": partition, "offset": offset}}
-    document.update(fields)
+    document = {"_id": {"topic": topic, "partition": partition, "offset": offset}, **fields}
     price = document.get("price")
     if price.__class__ is ExactPrice:
         document["price"] = price.bson
     elif price.__class__ is Decimal:
         document["price"] = Decimal128(price)
-    ts = document.get("ts")
-    if ts.__class__ is datetime and ts.tzinfo is not None:  # the tick decoder's aware UTC datetime
-        document["ts"] = ts.replace(tzinfo=None)
-    stamp: datetime | DatetimeMS | None = None
-    if timestamp_ms is not None:
-        try:
-            stamp = _EPOCH_NAIVE + timedelta(milliseconds=timestamp_ms)
-        except OverflowError:  # beyond datetime's years: BSON still takes it
-            stamp = DatetimeMS(timestamp_ms)
-    document["kafka"] = {"timestamp": stamp, "key": decode_key(key)}
+    document["kafka"] = {
+        "timestamp": None if timestamp_ms is None else kafka_date(timestamp_ms),
+        "key": decode_key(key),
+    }
     document["ingested_at"] = ingested_at
     return document
 
 
 _EPOCH_NAIVE = datetime(1970, 1, 1)
+# The last Kafka timestamp converted, and its date: a busy producer stamps runs of messages with the same
+# millisecond. (One tuple, replaced whole: safe to read from any thread.)
+_last_kafka_date: tuple[int, datetime | DatetimeMS] = (0, _EPOCH_NAIVE)
+
+
+def kafka_date(timestamp_ms: int) -> datetime | DatetimeMS:
+    """A Kafka timestamp (epoch milliseconds) as the naive UTC datetime BSON stores as a date."""
+    global _last_kafka_date
+    last_ms, last = _last_kafka_date
+    if timestamp_ms == last_ms:
+        return last
+    try:
+        date: datetime | DatetimeMS = _EPOCH_NAIVE + timedelta(0, 0, 0, timestamp_ms)
+    except OverflowError:  # beyond datetime's years: BSON still takes it
+        date = DatetimeMS(timestamp_ms)
+    _last_kafka_date = (timestamp_ms, date)
+    return date

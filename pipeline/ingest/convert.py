@@ -69,6 +69,12 @@ class Converter:
         tp: TP = ("", -1)
         epoch: int | None = None
         route: Route | None = None
+        # The open run: documents of one partition appended to `docs`/`values` since the last book-keeping
+        # (`Batch.note_run`, once per run: messages come in runs per partition).
+        docs: list[dict[str, Any]] = []
+        values: list[bytes | None] = []
+        run_first = run_last = -1
+        run_count = 0
         for message in messages:
             error = message.error()
             if error is not None:
@@ -80,7 +86,11 @@ class Converter:
             topic: str = message.topic()  # type: ignore[assignment]
             partition: int = message.partition()  # type: ignore[assignment]
             offset: int = message.offset()  # type: ignore[assignment]
-            if partition != last_partition or topic != last_topic:  # (messages come in runs per partition)
+            if partition != last_partition or topic != last_topic:
+                if run_count:
+                    batch.note_run(tp, epoch, run_first, run_last, run_count, route.collection)  # type: ignore[arg-type, union-attr]
+                    result.added += run_count
+                    run_count = 0
                 last_topic, last_partition = topic, partition
                 tp = (topic, partition)
                 epoch = epoch_of(tp)
@@ -94,6 +104,10 @@ class Converter:
                 try:
                     fields = route.decode(value)
                     if route.keep is not None and not route.keep(fields):
+                        if run_count:
+                            batch.note_run(tp, epoch, run_first, run_last, run_count, route.collection)
+                            result.added += run_count
+                            run_count = 0
                         batch.add_filtered(tp, offset, epoch)
                         result.added += 1
                         continue
@@ -114,6 +128,10 @@ class Converter:
                 except Exception as exc:  # a filter or the document itself failed on this input
                     raise DataError("undecodable", f"{type(exc).__name__}: {str(exc)[:200]}") from None
             except DataError as exc:
+                if run_count:
+                    batch.note_run(tp, epoch, run_first, run_last, run_count, route.collection)
+                    result.added += run_count
+                    run_count = 0
                 if self.tolerance == "none":
                     if result.poison is None:
                         result.poison = []
@@ -134,6 +152,14 @@ class Converter:
                 batch.add_dead_letter(letter, tp, offset, epoch)
                 result.added += 1
                 continue
-            batch.add_document(route.collection, document, value, tp, offset, epoch)
-            result.added += 1
+            if not run_count:  # (a route without a collection rejects every message: never here for it)
+                docs, values = batch.columns(route.collection)
+                run_first = offset
+            docs.append(document)
+            values.append(value)
+            run_last = offset
+            run_count += 1
+        if run_count:
+            batch.note_run(tp, epoch, run_first, run_last, run_count, route.collection)  # type: ignore[arg-type, union-attr]
+            result.added += run_count
         return result
