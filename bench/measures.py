@@ -34,7 +34,7 @@ from bson.datetime_ms import DatetimeMS
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 from pymongo.errors import BulkWriteError
 
-from bench.system import CpuSample, cpu_usage, memory, meter_for, process_cpu
+from bench.system import THREAD_GROUPS, CpuSample, cpu_usage, memory, meter_for, process_cpu, thread_cpu
 from bench.workloads import (
     TP,
     WRITE_CONCERN,
@@ -457,6 +457,7 @@ def tickpipe(
     first: tuple[float, int] | None = None
     first_commit: tuple[float, int] | None = None
     steady_sample: CpuSample | None = None
+    threads_before: dict[str, float] = {}
     try:
         for i in range(workers):
             label = f"worker-{name}" if workers == 1 else f"worker-{name}-{i + 1}"
@@ -472,6 +473,7 @@ def tickpipe(
             # first to join may start alone: the group is complete only when the last one is assigned).
             if first is None and done > 0 and all(w.assigned() for w in procs):
                 first, steady_sample = (now, done), meter.sample()
+                threads_before = thread_cpu(procs[0].pid)
                 if profile_to is not None:
                     procs[0].attach_profiler(profile_to)
             if first_commit is None and done > 0:
@@ -491,6 +493,7 @@ def tickpipe(
             time.sleep(0.1)
         finished = time.monotonic()
         after = meter.sample()
+        threads_after = thread_cpu(procs[0].pid)
         codes = [worker.stop() for worker in procs]
     except BaseException:
         for worker in procs:
@@ -527,6 +530,14 @@ def tickpipe(
             "median": round(percentile(samples, 50), 1),
             "max": round(max(samples), 1),
         }
+    if workers == 1 and first is not None and threads_before and threads_after:
+        # The worker's steady CPU per message by thread group (see bench.system.thread_cpu).
+        steady_messages = backlog.count - first[1]
+        if steady_messages > 0:
+            details["steady_us_per_message_by_thread"] = {
+                group: round(1e6 * (threads_after[group] - threads_before[group]) / steady_messages, 2)
+                for group in THREAD_GROUPS
+            }
     if verify:
         details["verified_stored"] = check_stored(target, database, backlog.topics, backlog.count, kind)
     return timed_run(

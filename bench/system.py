@@ -72,6 +72,33 @@ def process_cpu(pid: int) -> float | None:
         return None
 
 
+# How a worker's threads are grouped in `thread_cpu`.
+THREAD_GROUPS = ("main", "librdkafka", "python_other")
+
+
+def thread_cpu(pid: int) -> dict[str, float]:
+    """CPU-seconds so far of a live process's threads, by group: `main` (the thread whose id is the pid:
+    the worker's consume, convert and commit loop), `librdkafka` (its threads are named `rdk:...`) and
+    `python_other` (the rest: MongoDB writer threads, PyMongo's monitors, the metrics server). Threads that
+    exited are not counted (sample while the process runs). Empty once the process is gone."""
+    out = dict.fromkeys(THREAD_GROUPS, 0.0)
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except (FileNotFoundError, ProcessLookupError):
+        return {}
+    for task in tasks:
+        try:
+            text = (task / "stat").read_text()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        name = text[text.index("(") + 1 : text.rindex(")")]
+        group = (
+            "main" if task.name == str(pid) else "librdkafka" if name.startswith("rdk:") else "python_other"
+        )
+        out[group] += parse_pid_stat(text)
+    return out
+
+
 def machine_busy_seconds() -> float:
     with open("/proc/stat") as stat:
         return parse_machine_stat(stat.readline())

@@ -328,6 +328,8 @@ def exact_price_of(value: Decimal | int, label: str = "price") -> ExactPrice:
 
 # A JSON number after a key: sign, integer part, fraction, exponent.
 _NUMBER_AFTER_KEY = re.compile(rb"\s*:\s*((-?)(0|[1-9][0-9]*)(?:\.([0-9]+))?(?:[eE]([+-]?[0-9]+))?)")
+# Distinct valid symbols remembered by a tick decoder (the cache starts again when full).
+_SYMBOL_CACHE_SIZE = 4096
 # Prices repeat (a random walk in cents): the ExactPrice of each literal is built once.
 _EXACT_CACHE_SIZE = 65_536
 
@@ -404,6 +406,10 @@ def make_tick_decoder(schema: TickSchema) -> Decoder:
         named = f"{source!r}" if source == target else f"{source!r} ({target})"
         return DataError("missing_field", f"required field {named} is missing")
 
+    # Valid symbols seen, and their stored (uppercase) form: a feed has few symbols, so the pattern is
+    # matched once per symbol, not once per message.
+    symbols: dict[str, str] = {}
+
     def decode(value: bytes | None) -> dict[str, Any]:
         obj = parse_json_object(value)
         assert value is not None
@@ -420,11 +426,18 @@ def make_tick_decoder(schema: TickSchema) -> Decoder:
                 ts = obj[k_ts]
         except KeyError as exc:
             raise missing(exc) from None
-        if not isinstance(symbol, str) or not symbol_ok(symbol):
-            raise DataError(
-                "invalid_field", f"{l_symbol} {str(symbol)[:40]!r} does not match {schema.symbol_pattern}"
-            )
-        if isinstance(price, bool) or not isinstance(price, int | float):
+        stored_symbol = symbols.get(symbol) if symbol.__class__ is str else None
+        if stored_symbol is None:
+            if not isinstance(symbol, str) or not symbol_ok(symbol):
+                raise DataError(
+                    "invalid_field", f"{l_symbol} {str(symbol)[:40]!r} does not match {schema.symbol_pattern}"
+                )
+            stored_symbol = symbol.upper()
+            if len(symbols) >= _SYMBOL_CACHE_SIZE:
+                symbols.clear()
+            symbols[str(symbol)] = stored_symbol
+        # (exact classes first: the usual JSON float and int are checked without the general tests)
+        if price.__class__ is not float and (isinstance(price, bool) or not isinstance(price, int | float)):
             raise DataError("invalid_field", f"{l_price} must be a number, got {_kind(price)}")
         if read_exact is None:
             if not min_price < price <= max_price:
@@ -434,15 +447,16 @@ def make_tick_decoder(schema: TickSchema) -> Decoder:
             # Decimal against Decimal: exact, and far cheaper than Decimal against float.
             if not exact_min < price <= exact_max:
                 raise DataError("out_of_bounds", f"{l_price} {price} is outside ({min_price}, {max_price}]")
-        if isinstance(volume, float) and volume.is_integer() and INT64_MIN <= volume <= INT64_MAX:
-            volume = int(volume)
-        if isinstance(volume, bool) or not isinstance(volume, int):
-            raise DataError("invalid_field", f"{l_volume} must be an integer, got {_kind(volume)}")
+        if volume.__class__ is not int:
+            if isinstance(volume, float) and volume.is_integer() and INT64_MIN <= volume <= INT64_MAX:
+                volume = int(volume)
+            if isinstance(volume, bool) or not isinstance(volume, int):
+                raise DataError("invalid_field", f"{l_volume} must be an integer, got {_kind(volume)}")
         if not 0 <= volume <= max_volume:
             raise DataError("out_of_bounds", f"{l_volume} {volume} is outside [0, {max_volume}]")
         fields: dict[str, Any] = {
-            "symbol": symbol.upper(),
-            "price": price if decimal else float(price),
+            "symbol": stored_symbol,
+            "price": price if decimal or price.__class__ is float else float(price),
             "volume": volume,
             "ts": parse_ts(ts),
         }

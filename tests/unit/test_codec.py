@@ -12,6 +12,7 @@ import pytest
 from bson.binary import Binary
 from bson.codec_options import CodecOptions
 
+from pipeline.core import codec
 from pipeline.core.codec import (
     EPOCH,
     INT64_MAX,
@@ -137,6 +138,19 @@ def test_tick_decoder_truncates_a_long_symbol_in_the_error_message() -> None:
     exc = error_of(decode_tick, tick(symbol="Z" * 1000))
     assert "Z" * 40 in exc.message
     assert "Z" * 41 not in exc.message
+
+
+def test_tick_decoder_checks_every_symbol_however_many_it_has_seen() -> None:
+    # Valid symbols are remembered (the pattern is matched once per symbol); more symbols than the
+    # decoder remembers, and a bad one after each of them, must still be told apart.
+    decode = make_tick_decoder(TickSchema())
+    for i in range(codec._SYMBOL_CACHE_SIZE + 50):
+        assert decode(tick(symbol=f"s{i}"))["symbol"] == f"S{i}"
+        if i % 997 == 0:
+            assert error_of(decode, tick(symbol=f"-s{i}")).kind == "invalid_field"
+    assert decode(tick(symbol="petr4"))["symbol"] == "PETR4"
+    assert decode(tick(symbol="PETR4"))["symbol"] == "PETR4"
+    assert error_of(decode, tick(symbol=["petr4"])).kind == "invalid_field"  # unhashable: no cache lookup
 
 
 @pytest.mark.parametrize(
