@@ -1,0 +1,92 @@
+"""Micro-benchmark: the client CPU of one bulk insert per document, PyMongo's insert_many against one
+`insert` command (what MongoSink.insert sends for a batch that fits in one), on a fresh test server.
+
+    python -m bench.insert_cost                    # SecantusDB, 6 rounds of 10 batches of 1,000
+    python -m bench.insert_cost --mongo ferretdb
+
+The documents are tickpipe's own (the simulated ticks through Converter.put). Rounds alternate which way
+goes first; every batch goes to a new collection (nothing is a duplicate). Time is this thread's CPU time
+(`time.thread_time`: encoding, the Python of the call, the socket calls), printed per document, with the
+rate (which the server decides). Writes at w=majority, j=true. Not a timed test: numbers for
+docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from pymongo import MongoClient, WriteConcern
+
+from bench.put_cost import messages
+from pipeline.core.batching import Batch
+from pipeline.dev.ferretdb import FerretDB
+from pipeline.dev.servers import EmbeddedMongo, MongoServer
+from pipeline.ingest.convert import Converter
+from pipeline.ingest.routing import Router
+from pipeline.ops.config import load_settings
+
+MAJORITY_JOURNALED = {"w": "majority", "j": True}
+
+
+def documents(count: int, seed: int) -> list[dict[str, Any]]:
+    router = Router(load_settings(None, kafka={"topics": ["petr4", "vale3"]}))
+    batch = Batch(0, 0.0)
+    Converter(router, lambda tp: 1, "none").put(messages(count, seed), batch)
+    return [d for docs in batch.documents.values() for d in docs]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--mongo", choices=["secantus", "ferretdb"], default="secantus")
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--batches", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    args = parser.parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="insert-cost-"))
+    server: MongoServer = (EmbeddedMongo if args.mongo == "secantus" else FerretDB)(workdir).start()
+    ways = ("insert_many", "command")
+    cpu: dict[str, list[float]] = {way: [] for way in ways}
+    rate: dict[str, list[float]] = {way: [] for way in ways}
+    try:
+        with MongoClient(server.uri) as client:
+            db = client.get_database("bench", write_concern=WriteConcern(**MAJORITY_JOURNALED))
+            for r in range(args.rounds):
+                for way in ways if r % 2 == 0 else ways[::-1]:
+                    batches = [documents(args.batch_size, 100 * r + i) for i in range(args.batches)]
+                    started, wall = time.thread_time(), time.monotonic()
+                    for i, batch in enumerate(batches):
+                        name = f"{way}_{r}_{i}"
+                        if way == "insert_many":
+                            db[name].insert_many(batch, ordered=False)
+                        else:
+                            command = {
+                                "insert": name,
+                                "documents": batch,
+                                "ordered": False,
+                                "writeConcern": MAJORITY_JOURNALED,
+                            }
+                            reply = db.command(command)
+                            assert reply["n"] == len(batch), reply
+                    done = args.batches * args.batch_size
+                    cpu[way].append(1e6 * (time.thread_time() - started) / done)
+                    rate[way].append(done / (time.monotonic() - wall))
+    finally:
+        server.stop()
+    print(f"{server.name}: {args.rounds} rounds x {args.batches} batches of {args.batch_size}, w=majority, j")
+    print(f"{'way':<12} {'best µs/doc':>11} {'median':>7} {'median docs/s':>14}")
+    for way in ways:
+        print(
+            f"{way:<12} {min(cpu[way]):>11.2f} {statistics.median(cpu[way]):>7.2f} "
+            f"{statistics.median(rate[way]):>14,.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
