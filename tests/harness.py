@@ -121,9 +121,20 @@ class Scenario:
     def create_topics(self, topics: list[str] | None = None, partitions: int | None = None) -> None:
         create_topics(self.kafka, topics or self.topics, partitions or self.partitions, self.replication)
 
-    def produce(self, count: int, topics: list[str] | None = None, seed: int = 7) -> ProduceReport:
+    def produce(
+        self,
+        count: int,
+        topics: list[str] | None = None,
+        seed: int = 7,
+        producer_config: dict[str, Any] | None = None,
+    ) -> ProduceReport:
         producer = TickProducer(
-            self.kafka, topics or self.topics, seed=seed, record_offsets=True, spread=True
+            self.kafka,
+            topics or self.topics,
+            seed=seed,
+            record_offsets=True,
+            spread=True,
+            extra_config=producer_config,
         )
         report = producer.run(count)
         assert report.ok, f"producing failed: {report.first_error}"

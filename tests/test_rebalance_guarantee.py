@@ -33,9 +33,14 @@ from tests.harness import (
 
 pytestmark = [pytest.mark.servers, pytest.mark.slow, pytest.mark.write_path]
 
-# Small fetches: librdkafka then interleaves the partitions in what it delivers, so every batch in flight
-# holds messages of several partitions, and whatever is revoked has work in flight.
-SMALL_FETCHES = {"max.partition.fetch.bytes": 4096}
+# Small record batches (~20 ticks, produced with SMALL_RECORD_BATCHES) and fetches of about one record batch
+# per partition: librdkafka then interleaves the partitions in what it delivers (~20 ticks of each in turn),
+# so every batch of 200 in flight holds messages of every partition, and whatever a rebalance revokes (all
+# partitions, or some under the cooperative protocols) has work in flight. (With the producer's default
+# batches a fetch returns a whole record batch of hundreds of ticks of one partition however small it is
+# asked to be, and a cooperative revoke could find no work in flight for the partitions it moved.)
+SMALL_RECORD_BATCHES = {"batch.size": 2048}
+SMALL_FETCHES = {"max.partition.fetch.bytes": 2048}
 PROTOCOLS: dict[str, dict[str, str]] = {
     "eager": {"PIPELINE_KAFKA__CONSUMER": json.dumps(SMALL_FETCHES)},
     "cooperative": {
@@ -65,7 +70,7 @@ def test_a_rebalance_while_a_worker_cannot_write_loses_nothing(
 ) -> None:
     sc = make_scenario(("petr4", "vale3"), partitions=3)
     sc.add_verification_index(sc.topics)
-    report = sc.produce(12_000)
+    report = sc.produce(12_000, producer_config=SMALL_RECORD_BATCHES)
     env = sc.env(
         PIPELINE_BATCH__MAX_MESSAGES="200",
         PIPELINE_WORKER__REBALANCE_TIMEOUT_S="2",
