@@ -174,6 +174,14 @@ def derived(s: dict[str, Any], results: BenchResults, server: str) -> list[str]:
             f"scale-out: 2 processes in one group over {_partitions(results)} partitions reach "
             f"{s['scale_out_vs_one_process']}x one process (steady)"
         )
+    if "tickpipe_steady_us_by_thread" in s:
+        groups = {
+            "main": "main thread",
+            "librdkafka": "librdkafka",
+            "python_other": "writer and other threads",
+        }
+        parts = [f"{groups.get(g, g)} {v}" for g, v in s["tickpipe_steady_us_by_thread"].items()]
+        lines.append("tickpipe steady CPU µs/msg by thread: " + ", ".join(parts))
     if "tickpipe_peak_rss_mb" in s:
         lines.append(
             f"tickpipe peak RSS (VmHWM): {s['tickpipe_peak_rss_mb']:.0f} MB over {_backlog(results)}"

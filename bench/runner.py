@@ -171,6 +171,15 @@ class BenchResults:
         rss = [r.details["peak_rss_mb"] for r in self.of("tickpipe", server) if "peak_rss_mb" in r.details]
         if rss:
             s["tickpipe_peak_rss_mb"] = max(rss)
+        by_thread = [
+            r.details["steady_us_per_message_by_thread"]
+            for r in self.of("tickpipe", server)
+            if "steady_us_per_message_by_thread" in r.details
+        ]
+        if by_thread:
+            s["tickpipe_steady_us_by_thread"] = {
+                group: _round(median([t[group] for t in by_thread])) for group in by_thread[0]
+            }
         latency = self.of("latency", server)
         if latency:
             for key in ("durable_ms", "decode_ms"):
