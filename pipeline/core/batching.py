@@ -33,14 +33,18 @@ class Batch:
     size: int = 0
 
     def _note(self, tp: TP, offset: int, epoch: int) -> None:
+        self._note_span(tp, epoch, offset, offset, 1)
+
+    def _note_span(self, tp: TP, epoch: int, first: int, last: int, count: int) -> None:
+        """`count` messages of one partition, offsets `first`..`last` (increasing), handled in this batch."""
         if tp not in self.first_offsets:
-            self.first_offsets[tp] = offset
+            self.first_offsets[tp] = first
             self.epochs[tp] = epoch
-        if offset > self.last_offsets.get(tp, -1):
-            self.last_offsets[tp] = offset
+        if last > self.last_offsets.get(tp, -1):
+            self.last_offsets[tp] = last
         topic = tp[0]
-        self.consumed[topic] = self.consumed.get(topic, 0) + 1
-        self.size += 1
+        self.consumed[topic] = self.consumed.get(topic, 0) + count
+        self.size += count
 
     def add_document(
         self, collection: str, document: dict[str, Any], value: bytes | None, tp: TP, offset: int, epoch: int
@@ -68,16 +72,9 @@ class Batch:
     def note_run(self, tp: TP, epoch: int, first: int, last: int, count: int, collection: str) -> None:
         """`count` documents of one partition, offsets `first`..`last` (increasing), appended to
         `collection`'s `columns`: `add_document`'s book-keeping once per run instead of once per message."""
-        if tp not in self.first_offsets:
-            self.first_offsets[tp] = first
-            self.epochs[tp] = epoch
-        if last > self.last_offsets.get(tp, -1):
-            self.last_offsets[tp] = last
-        topic = tp[0]
-        self.consumed[topic] = self.consumed.get(topic, 0) + count
+        self._note_span(tp, epoch, first, last, count)
         counts = self.topics[collection]
-        counts[topic] = counts.get(topic, 0) + count
-        self.size += count
+        counts[tp[0]] = counts.get(tp[0], 0) + count
 
     def add_dead_letter(self, letter: DeadLetter, tp: TP, offset: int, epoch: int) -> None:
         self.dead_letters.append(letter)
