@@ -405,7 +405,6 @@ class KafkaNode:
         assert self.server is not None
         self.server.wait_connectable(timeout_s)
         conf: dict[str, Any] = {"bootstrap.servers": f"127.0.0.1:{self.port}", "logger": _quiet}
-        admin = AdminClient(conf)
         deadline = time.monotonic() + timeout_s
         while True:
             if not self.alive():
@@ -413,6 +412,10 @@ class KafkaNode:
                     f"Apache Kafka node {self.node_id} exited at start-up; see {self.log_path}:\n"
                     f"{self.server.tail()}"
                 )
+            # A new client for every try: once a client has learnt the node's advertised address it talks to
+            # that one, which a test may advertise behind a proxy it has not started yet (a first answer
+            # slower than the try's timeout then left every later try unanswered until the deadline).
+            admin = AdminClient(conf)
             try:
                 # Registered with the controller (listed in its own metadata) = ready to lead partitions.
                 if self.node_id in admin.list_topics(timeout=2).brokers:
