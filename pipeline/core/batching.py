@@ -36,10 +36,15 @@ class Batch:
         self._note_span(tp, epoch, offset, offset, 1)
 
     def _note_span(self, tp: TP, epoch: int, first: int, last: int, count: int) -> None:
-        """`count` messages of one partition, offsets `first`..`last` (increasing), handled in this batch."""
-        if tp not in self.first_offsets:
+        """`count` messages of one partition, offsets `first`..`last` (increasing), handled in this batch.
+        Spans of one partition may be noted in any order (a run of documents is noted after the filtered
+        messages and dead letters among them): the first offset is the lowest noted."""
+        known = self.first_offsets.get(tp)
+        if known is None:
             self.first_offsets[tp] = first
             self.epochs[tp] = epoch
+        elif first < known:
+            self.first_offsets[tp] = first
         if last > self.last_offsets.get(tp, -1):
             self.last_offsets[tp] = last
         topic = tp[0]

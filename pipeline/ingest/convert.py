@@ -60,6 +60,7 @@ class Converter:
 
     def put(self, messages: Sequence[KafkaMessage], batch: Batch) -> PutResult:
         result = PutResult()
+        size_before = batch.size
         ingested_at = datetime.now(UTC).replace(tzinfo=None)  # naive UTC: see make_document
         route_of = self.router.route
         epoch_of = self.epoch_of
@@ -69,8 +70,9 @@ class Converter:
         tp: TP = ("", -1)
         epoch: int | None = None
         route: Route | None = None
-        # The open run: documents of one partition appended to `docs`/`values` since the last book-keeping
-        # (`Batch.note_run`, once per run: messages come in runs per partition).
+        # The open run: documents of one partition appended to `docs`/`values`, booked once when the partition
+        # changes (`Batch.note_run`: messages come in runs per partition). Filtered messages and dead letters
+        # in between are booked on their own; the order of the two does not matter to the batch.
         docs: list[dict[str, Any]] = []
         values: list[bytes | None] = []
         run_first = run_last = -1
@@ -89,7 +91,6 @@ class Converter:
             if partition != last_partition or topic != last_topic:
                 if run_count:
                     batch.note_run(tp, epoch, run_first, run_last, run_count, route.collection)  # type: ignore[arg-type, union-attr]
-                    result.added += run_count
                     run_count = 0
                 last_topic, last_partition = topic, partition
                 tp = (topic, partition)
@@ -104,12 +105,7 @@ class Converter:
                 try:
                     fields = route.decode(value)
                     if route.keep is not None and not route.keep(fields):
-                        if run_count:
-                            batch.note_run(tp, epoch, run_first, run_last, run_count, route.collection)
-                            result.added += run_count
-                            run_count = 0
                         batch.add_filtered(tp, offset, epoch)
-                        result.added += 1
                         continue
                     ts_type, ts_ms = message.timestamp()
                     document = make_document(
@@ -128,10 +124,6 @@ class Converter:
                 except Exception as exc:  # a filter or the document itself failed on this input
                     raise DataError("undecodable", f"{type(exc).__name__}: {str(exc)[:200]}") from None
             except DataError as exc:
-                if run_count:
-                    batch.note_run(tp, epoch, run_first, run_last, run_count, route.collection)
-                    result.added += run_count
-                    run_count = 0
                 if self.tolerance == "none":
                     if result.poison is None:
                         result.poison = []
@@ -150,7 +142,6 @@ class Converter:
                     exc.message,
                 )
                 batch.add_dead_letter(letter, tp, offset, epoch)
-                result.added += 1
                 continue
             if not run_count:  # (a route without a collection rejects every message: never here for it)
                 docs, values = batch.columns(route.collection)
@@ -161,5 +152,5 @@ class Converter:
             run_count += 1
         if run_count:
             batch.note_run(tp, epoch, run_first, run_last, run_count, route.collection)  # type: ignore[arg-type, union-attr]
-            result.added += run_count
+        result.added = batch.size - size_before
         return result

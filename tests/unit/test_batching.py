@@ -95,6 +95,22 @@ def test_first_offset_and_epoch_are_those_of_the_first_message_per_partition() -
     assert batch.epochs == {P0: 3, V0: 4}
 
 
+def test_a_run_noted_after_the_letters_and_filtered_messages_inside_it_keeps_its_first_offset() -> None:
+    # Converter.put books a run of documents when its partition changes, after the filtered messages and
+    # dead letters that came between its documents.
+    batch = Batch(seq=1, created=0.0)
+    docs, values = batch.columns("petr4")
+    docs.extend([{}, {}, {}])
+    values.extend([None, None, None])
+    batch.add_filtered(P0, 11, epoch=3)
+    batch.add_dead_letter(letter(P0, 13), P0, 13, epoch=3)
+    batch.note_run(P0, 3, 10, 14, 3, "petr4")
+    assert batch.spans() == {P0: (10, 14)}
+    assert batch.epochs == {P0: 3}
+    assert batch.size == 5 and batch.consumed == {"petr4": 5}
+    assert batch.topics == {"petr4": {"petr4": 3}}
+
+
 # --- BatchBuilder -------------------------------------------------------------------------------------------
 
 
