@@ -26,14 +26,10 @@ from typing import Any
 from pymongo import MongoClient, WriteConcern
 
 from bench.measures import raw_document
-from bench.put_cost import messages
-from pipeline.core.batching import Batch
+from bench.put_cost import messages, stored_documents
 from pipeline.core.codec import TICK_INDEX, TICK_INDEX_NAME
 from pipeline.dev.ferretdb import FerretDB
 from pipeline.dev.servers import EmbeddedMongo, MongoServer
-from pipeline.ingest.convert import Converter
-from pipeline.ingest.routing import Router
-from pipeline.ops.config import load_settings
 
 MAJORITY_JOURNALED = {"w": "majority", "j": True}
 
@@ -42,10 +38,7 @@ def documents(count: int, seed: int, shape: str) -> list[dict[str, Any]]:
     consumed = messages(count, seed)
     if shape == "ceiling_c":
         return [raw_document(m) for m in consumed]
-    router = Router(load_settings(None, kafka={"topics": ["petr4", "vale3"]}))
-    batch = Batch(0, 0.0)
-    Converter(router, lambda tp: 1, "none").put(consumed, batch)
-    return [d for docs in batch.documents.values() for d in docs]
+    return stored_documents(consumed)
 
 
 def main(argv: list[str] | None = None) -> None:

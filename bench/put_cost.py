@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import bson
 from confluent_kafka import Message
@@ -67,16 +68,26 @@ def messages(count: int, seed: int) -> list[Message]:
     return out
 
 
+def converter() -> Converter:
+    """The worker's converter for TOPICS under the default settings, every partition owned."""
+    return Converter(Router(load_settings(None, kafka={"topics": list(TOPICS)})), lambda tp: 1, "none")
+
+
+def stored_documents(consumed: list[Message]) -> list[dict[str, Any]]:
+    """The documents the worker stores for these messages (every one must be accepted)."""
+    batch = Batch(0, 0.0)
+    converter().put(consumed, batch)
+    documents = [d for docs in batch.documents.values() for d in docs]
+    assert len(documents) == len(consumed), "every tick must be accepted: the accepting path is measured"
+    return documents
+
+
 def stages(count: int, seed: int) -> dict[str, Callable[[], int]]:
     batch_of = messages(count, seed)
-    router = Router(load_settings(None, kafka={"topics": list(TOPICS)}))
-    converter = Converter(router, lambda tp: 1, "none")
+    put = converter().put
     decode = make_tick_decoder(TickSchema())
     values = [m.value() for m in batch_of]
-    stored = Batch(0, 0.0)
-    converter.put(batch_of, stored)
-    documents = [d for docs in stored.documents.values() for d in docs]
-    assert len(documents) == count, "every tick must be accepted: the accepting path is measured"
+    documents = stored_documents(batch_of)
 
     def run_decode() -> int:
         for value in values:
@@ -84,7 +95,7 @@ def stages(count: int, seed: int) -> dict[str, Callable[[], int]]:
         return count
 
     def run_put() -> int:
-        converter.put(batch_of, Batch(0, 0.0))
+        put(batch_of, Batch(0, 0.0))
         return count
 
     def run_bson() -> int:
