@@ -196,11 +196,15 @@ class WritePool:
                 self._completed.append(completion)
                 if self.tuner is not None and not completion.dropped and completion.error is None:
                     written = sum(completion.stored.values()) + sum(completion.duplicates.values())
-                    limit = self.tuner.record(time.monotonic(), written, saturated=bool(self._queue))
-                    if limit != self.limit:
+                    kept = self.tuner.kept
+                    self.limit = self.tuner.record(
+                        time.monotonic(), written, saturated=bool(self._queue), started=started
+                    )
+                    if self.tuner.kept != kept:  # a trial's outcome, not its switches
                         measured = {str(n): round(rate) for n, rate in sorted(self.tuner.rates.items())}
-                        log.info("write concurrency changed", concurrency=limit, docs_per_s_at=measured)
-                        self.limit = limit
+                        log.info(
+                            "write concurrency changed", concurrency=self.tuner.kept, docs_per_s_at=measured
+                        )
                 self._cond.notify_all()
 
     def _aborted(self, generation: int) -> bool:
