@@ -394,8 +394,9 @@ class WorkerProcess:
         return self._assigned
 
     def milestones(self) -> dict[str, Any]:
-        """Seconds from process start to 'worker started' and to the first 'partitions assigned', and the
-        worker's own totals from its last line, read from its JSON log."""
+        """Seconds from process start to 'worker started' and to the first 'partitions assigned', when its
+        write concurrency tuner kept a new limit (seconds, limit), and the worker's own totals from its last
+        line, read from its JSON log."""
         out: dict[str, Any] = {}
         if not self.log_path.exists():
             return out
@@ -412,6 +413,8 @@ class WorkerProcess:
                 out["started_s"] = round(at, 3)
             elif msg == "partitions assigned" and "assigned_s" not in out:
                 out["assigned_s"] = round(at, 3)
+            elif msg == "write concurrency changed":  # a trial's outcome (pipeline/ingest/concurrency.py)
+                out.setdefault("write_concurrency_kept", []).append([round(at, 3), entry.get("concurrency")])
             elif msg == "worker stopping":
                 out["worker_totals"] = {k: entry.get(k) for k in ("consumed", "stored", "duplicates")}
         return out
@@ -521,6 +524,10 @@ def tickpipe(
     if workers == 1:
         details.update(per_worker[0])
         del details["cpu_s"]
+        # The writes in flight at the end: a fixed setting, or what the tuner kept last (it starts at 1).
+        fixed = env.get("PIPELINE_BATCH__WRITE_CONCURRENCY", "auto")
+        kept = details.get("write_concurrency_kept") or [[0.0, 1]]
+        details["write_concurrency"] = kept[-1][1] if fixed == "auto" else f"{fixed} (fixed)"
     else:
         details["per_worker"] = per_worker
     samples = [s for w in procs for s in w.rss_samples]

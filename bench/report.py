@@ -182,6 +182,9 @@ def derived(s: dict[str, Any], results: BenchResults, server: str) -> list[str]:
         }
         parts = [f"{groups.get(g, g)} {v}" for g, v in s["tickpipe_steady_us_by_thread"].items()]
         lines.append("tickpipe steady CPU µs/msg by thread: " + ", ".join(parts))
+    if "tickpipe_write_concurrency" in s:
+        rounds = " / ".join(str(c) for c in s["tickpipe_write_concurrency"])
+        lines.append(f"tickpipe writes in flight at the end of each round: {rounds}")
     if "tickpipe_peak_rss_mb" in s:
         lines.append(
             f"tickpipe peak RSS (VmHWM): {s['tickpipe_peak_rss_mb']:.0f} MB over {_backlog(results)}"

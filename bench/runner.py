@@ -171,6 +171,9 @@ class BenchResults:
         rss = [r.details["peak_rss_mb"] for r in self.of("tickpipe", server) if "peak_rss_mb" in r.details]
         if rss:
             s["tickpipe_peak_rss_mb"] = max(rss)
+        concurrency = [r.details.get("write_concurrency") for r in self.of("tickpipe", server)]
+        if concurrency and all(c is not None for c in concurrency):
+            s["tickpipe_write_concurrency"] = concurrency
         by_thread = [
             r.details["steady_us_per_message_by_thread"]
             for r in self.of("tickpipe", server)

@@ -177,7 +177,14 @@ def _results() -> BenchResults:
             _run("raw_insert", "secantus", b, round=round_),
             _run("ceiling_c", "secantus", 5_000, round=round_),
             _run("connector", "secantus", 6_000, 7_000, round=round_),
-            _run("tickpipe", "secantus", tp * 0.9, tp, round=round_),
+            _run(
+                "tickpipe",
+                "secantus",
+                tp * 0.9,
+                tp,
+                round=round_,
+                details={"write_concurrency": [1, 2, "2 (fixed)"][round_ - 1]},
+            ),
             _run("raw_insert", "ferretdb", 25_000, round=round_),
         ]
     crash = {
@@ -215,6 +222,7 @@ def test_report_sections_per_server_with_medians_drift_and_ratios() -> None:
     assert tickpipe[5] == "client 0.50, mongod 0.97, kafka 0.05, other 0.02"
     assert "ceiling B per round: 10,000 / 9,000 / 11,000 (spread 20.0% of the median)" in secantus.lines
     assert "tickpipe vs ceiling B: 85.0% steady, 76.5% end to end" in secantus.lines
+    assert "tickpipe writes in flight at the end of each round: 1 / 2 / 2 (fixed)" in secantus.lines
     assert any(
         line.startswith("tickpipe steady rate = 1.7x ceiling C, 1.21x the connector")
         for line in secantus.lines
