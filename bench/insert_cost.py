@@ -3,6 +3,7 @@
 
     python -m bench.insert_cost                    # SecantusDB, 9 rounds of 10 batches of 1,000 per way
     python -m bench.insert_cost --mongo ferretdb
+    python -m bench.insert_cost --without-index    # the same without the worker's {symbol: 1, ts: 1} index
 
 The documents are tickpipe's own (the simulated ticks through Converter.put); a third way sends ceiling C's
 documents (the same messages as `bench.measures.raw_document` makes them: coordinates, key, the undecoded
@@ -10,8 +11,9 @@ value, the Kafka timestamp) as insert commands, to show what the document's shap
 rate). Rounds rotate which way goes first; every batch goes to a new collection with the tick index the
 worker creates (nothing is a duplicate). Time is this thread's CPU time
 (`time.thread_time`: encoding, the Python of the call, the socket calls), printed per document, with the
-rate (which the server decides). Writes at w=majority, j=true. Not a timed test: numbers for
-docs/benchmarks.md.
+rate (which the server decides). Writes at w=majority, j=true. `--without-index` leaves the tick index out:
+with and without it shows how much of the server's time per document is the index (ceiling C's documents
+have no `symbol` or `ts`: their index keys are nulls). Not a timed test: numbers for docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--batches", type=int, default=10)
     parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--without-index", action="store_true", help="no {symbol: 1, ts: 1} index")
     args = parser.parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="insert-cost-"))
     server: MongoServer = (EmbeddedMongo if args.mongo == "secantus" else FerretDB)(workdir).start()
@@ -63,7 +66,10 @@ def main(argv: list[str] | None = None) -> None:
                     shape = "ceiling_c" if way == "command_c_docs" else "tickpipe"
                     batches = [documents(args.batch_size, 100 * r + i, shape) for i in range(args.batches)]
                     for i in range(args.batches):
-                        db[f"{way}_{r}_{i}"].create_index(TICK_INDEX, name=TICK_INDEX_NAME)
+                        if args.without_index:
+                            db.create_collection(f"{way}_{r}_{i}")
+                        else:
+                            db[f"{way}_{r}_{i}"].create_index(TICK_INDEX, name=TICK_INDEX_NAME)
                     started, wall = time.thread_time(), time.monotonic()
                     for i, batch in enumerate(batches):
                         name = f"{way}_{r}_{i}"
@@ -83,7 +89,11 @@ def main(argv: list[str] | None = None) -> None:
                     rate[way].append(done / (time.monotonic() - wall))
     finally:
         server.stop()
-    print(f"{server.name}: {args.rounds} rounds x {args.batches} batches of {args.batch_size}, w=majority, j")
+    index = "no index" if args.without_index else "the tick index"
+    print(
+        f"{server.name}: {args.rounds} rounds x {args.batches} batches of {args.batch_size}, w=majority, j, "
+        f"{index}"
+    )
     print(f"{'way':<15} {'best µs/doc':>11} {'median':>7} {'median docs/s':>14}")
     for way in ways:
         print(
