@@ -712,5 +712,7 @@ def latency(
             "commit_polls": timeline.polls,
             "poll_interval_ms": poll_interval_s * 1000,
             "peak_rss_mb": round(worker.peak_rss_mb, 1),
+            # When the tuner kept a new number of writes in flight ([seconds from start, limit]; none: 1).
+            "write_concurrency_kept": worker.milestones().get("write_concurrency_kept", []),
         },
     )

@@ -117,6 +117,11 @@ def test_bench_runs_every_measurement_and_reports_consistent_numbers(
         assert 0 < d["started_s"] <= d["assigned_s"] <= d["first_commit_s"] <= tickpipe.seconds
         assert 0 < d["committed_at_first_commit"] <= COUNT
         assert d["peak_rss_mb"] >= d["rss_mb_samples"]["max"] > 0
+        # The writes in flight its tuner kept (it starts at 1), and when it changed them.
+        assert d["write_concurrency"] in range(1, 5)
+        kept = d.get("write_concurrency_kept", [])
+        assert all(0 < at <= tickpipe.seconds and n in range(1, 5) for at, n in kept)
+        assert d["write_concurrency"] == (kept[-1][1] if kept else 1)
 
         if server != mongo[0]:
             continue  # FIRST_SERVER_ONLY
@@ -151,6 +156,7 @@ def test_bench_runs_every_measurement_and_reports_consistent_numbers(
         for stats in (durable, decoded):
             assert 0 <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"], stats
         assert decoded["p50"] <= durable["p50"] and decoded["max"] <= durable["max"]  # decoded first
+        assert all(n in range(1, 5) for _at, n in latency.details["write_concurrency_kept"])
 
     # The crash comparison: killed mid-stream, restarted; tickpipe keeps its guarantee.
     crashes = {run.kind: run.details for run in results.of("crash_tickpipe") + results.of("crash_connector")}
