@@ -2,10 +2,11 @@
 
 Servers differ: a single-threaded one is fastest with one write at a time (a second one only makes the two
 compete), one that converts documents on several threads before a single-writer store (FerretDB over
-SQLite) with two, a replica set or a sharded cluster with several. With `batch.write_concurrency: auto` the
-writer starts at one and runs trials: the current limit against one more (or, after a failed trial, one
-fewer), keeping the candidate only if throughput rises by at least `min_gain` (one fewer: unless it costs
-that much). Then it holds for a while before the next trial (servers and loads change).
+SQLite) may gain from two, a replica set or a sharded cluster from several. With
+`batch.write_concurrency: auto` the writer starts at one and runs trials: the current limit against one
+more (or, after a failed trial, one fewer), keeping the candidate only if throughput rises by at least
+`min_gain` (one fewer: unless it costs that much). Then it holds for a while before the next trial (servers
+and loads change).
 
 A trial measures the two limits in the order A B B A, one window each. A server's speed drifts within
 seconds (it slows as its collections and indexes grow; a shared machine's neighbours come and go), and
