@@ -57,7 +57,7 @@ class ConcurrencyTuner:
     # Measured rate per limit (documents/s), from the most recent trial that measured it.
     rates: dict[int, float] = field(default_factory=dict)
     _trial: _Trial | None = None
-    _hold_until: float | None = None
+    _hold_until: float = float("-inf")
     _switched_at: float = float("-inf")
     _window_start: float | None = None
     _window_docs: int = 0
@@ -70,9 +70,9 @@ class ConcurrencyTuner:
         if self.max_limit <= 1:
             return self.limit
         if self._trial is None:
-            if self._hold_until is not None and now < self._hold_until:
+            if now < self._hold_until:
                 return self.limit
-            self._begin_trial(now)
+            self._begin_trial()
         if not saturated:
             self._end_trial(now, keep=False)
             return self.limit
@@ -88,7 +88,7 @@ class ConcurrencyTuner:
             self._close_window(now, elapsed)
         return self.limit
 
-    def _begin_trial(self, now: float) -> None:
+    def _begin_trial(self) -> None:
         down = self.limit > 1 and (self._down_next or self.limit == self.max_limit)
         candidate = self.limit - 1 if down else self.limit + 1
         self._down_next = not self._down_next
@@ -124,7 +124,7 @@ class ConcurrencyTuner:
             self._switch(now, winner)
         climbing = keep and trial.candidate > trial.base and winner < self.max_limit
         # A trial that paid for one more write goes on at once; otherwise hold.
-        self._hold_until = None if climbing else now + (self.hold_s if complete else self.retry_s)
+        self._hold_until = float("-inf") if climbing else now + (self.hold_s if complete else self.retry_s)
         if climbing:
             self._down_next = False
 
