@@ -59,6 +59,7 @@ from pipeline.clients.admin import create_topics
 from pipeline.clients.kafka import consumer_config
 from pipeline.core.codec import TickSchema, make_document, make_tick_decoder
 from pipeline.dev.simulator import TickProducer
+from pipeline.ingest.writer import CONCURRENCY_KEPT
 
 DUPLICATE_KEY = 11000
 
@@ -413,7 +414,7 @@ class WorkerProcess:
                 out["started_s"] = round(at, 3)
             elif msg == "partitions assigned" and "assigned_s" not in out:
                 out["assigned_s"] = round(at, 3)
-            elif msg == "write concurrency changed":  # a trial's outcome (pipeline/ingest/concurrency.py)
+            elif msg == CONCURRENCY_KEPT:  # a trial's outcome (pipeline/ingest/concurrency.py)
                 out.setdefault("write_concurrency_kept", []).append([round(at, 3), entry.get("concurrency")])
             elif msg == "worker stopping":
                 out["worker_totals"] = {k: entry.get(k) for k in ("consumed", "stored", "duplicates")}

@@ -48,6 +48,8 @@ from pipeline.ops.metrics import Health, Metrics
 log = get_logger("pipeline.ingest.writer")
 # Dead letters are logged one line each, up to this many per batch (a flood of bad input must not flood logs).
 LOGGED_LETTERS_PER_BATCH = 10
+# Logged when the write concurrency tuner keeps a new limit (the bench reads its worker's log for it).
+CONCURRENCY_KEPT = "write concurrency changed"
 T = TypeVar("T")
 
 
@@ -202,9 +204,7 @@ class WritePool:
                     )
                     if self.tuner.kept != kept:  # a trial's outcome, not its switches
                         measured = {str(n): round(rate) for n, rate in sorted(self.tuner.rates.items())}
-                        log.info(
-                            "write concurrency changed", concurrency=self.tuner.kept, docs_per_s_at=measured
-                        )
+                        log.info(CONCURRENCY_KEPT, concurrency=self.tuner.kept, docs_per_s_at=measured)
                 self._cond.notify_all()
 
     def _aborted(self, generation: int) -> bool:

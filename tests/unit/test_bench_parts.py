@@ -3,14 +3,17 @@ and the report's rendering (bench/ is repository-only: see tests/unit/test_bench
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from bench.crash import connector_coordinate, tally, tickpipe_coordinate
+from bench.measures import WorkerProcess
 from bench.report import cores_used, markdown, sections
 from bench.runner import BenchResults
 from bench.system import (
@@ -23,6 +26,8 @@ from bench.system import (
     process_cpu,
 )
 from bench.workloads import Run, median, percentile, timed_run
+from pipeline.ingest.writer import CONCURRENCY_KEPT
+from pipeline.ops.logs import JsonFormatter, StructuredLogger
 
 # /proc/<pid>/stat of a process whose name holds spaces and parentheses: utime 250, stime 75 ticks (fields
 # 14, 15), cutime 3, cstime 4 (its children: not its own CPU).
@@ -270,3 +275,24 @@ def test_options_that_cannot_run_here_are_refused_one_line_each_before_anything_
         "error: --broker nosuch: use one of apache, tansu",
         "error: --mongo mongod: use secantus, ferretdb",
     ]
+
+
+def test_the_bench_reads_the_tuner_s_outcome_from_the_worker_s_own_json_log(tmp_path: Path) -> None:
+    """The worker's log line (its logger, its JSON format) is what the bench parses: renaming the message on
+    one side only would silently empty the bench's record of the writes in flight."""
+    log_path = tmp_path / "worker.log"
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("test.bench.worker_log")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        StructuredLogger(logger).info(CONCURRENCY_KEPT, concurrency=2, docs_per_s_at={"1": 900, "2": 1100})
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    worker = object.__new__(WorkerProcess)  # no process: only its log is read
+    worker.log_path, worker.started_wall = log_path, time.time() - 5.0
+    (kept,) = worker.milestones()["write_concurrency_kept"]
+    assert kept[1] == 2 and 4.0 < kept[0] < 6.5
