@@ -117,10 +117,9 @@ def test_bench_runs_every_measurement_and_reports_consistent_numbers(
         assert tickpipe.messages == tickpipe.details["verified_stored"] == COUNT
         assert tickpipe.details["worker_totals"] == {"consumed": COUNT, "stored": COUNT, "duplicates": 0}
         d = tickpipe.details
-        assert d["committed_at_first_commit"] < COUNT, d  # else no steady interval: batches too large
+        assert 0 < d["committed_at_first_commit"] < COUNT, d  # == COUNT: no steady interval to measure
         assert tickpipe.steady_rate is not None and tickpipe.steady_rate > 0
         assert 0 < d["started_s"] <= d["assigned_s"] <= d["first_commit_s"] <= tickpipe.seconds
-        assert 0 < d["committed_at_first_commit"] <= COUNT
         assert d["peak_rss_mb"] >= d["rss_mb_samples"]["max"] > 0
         # The writes in flight its tuner kept (it starts at 1), and when it changed them.
         assert d["write_concurrency"] in range(1, 5)

@@ -295,4 +295,4 @@ def test_the_bench_reads_the_tuner_s_outcome_from_the_worker_s_own_json_log(tmp_
     worker = object.__new__(WorkerProcess)  # no process: only its log is read
     worker.log_path, worker.started_wall = log_path, time.time() - 5.0
     (kept,) = worker.milestones()["write_concurrency_kept"]
-    assert kept[1] == 2 and 4.0 < kept[0] < 6.5
+    assert kept[1] == 2 and 4.0 < kept[0] <= 5.0  # logged just before the start was set 5 s back
